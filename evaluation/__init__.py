@@ -1,0 +1,1 @@
+"""Losses, audio metrics, experiments and the report."""

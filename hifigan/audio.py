@@ -1,0 +1,58 @@
+"""Audio in and out: read any supported file as float32 mono, resample with soxr, write WAV."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from hifigan.atomic import atomic_open
+from hifigan.errors import UserError
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """High-quality (soxr VHQ) resampling along the last axis; a no-op at equal rates."""
+    if orig_sr == target_sr:
+        return np.asarray(y, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 1:
+        return soxr.resample(y, orig_sr, target_sr, quality="VHQ").astype(np.float32)
+    # soxr wants [time, channels].
+    return soxr.resample(y.T, orig_sr, target_sr, quality="VHQ").T.astype(np.float32)
+
+
+def read_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[np.ndarray, int]:
+    """Read `path` as float32 mono in [-1, 1], resampled to `target_sr` when given.
+
+    Raises UserError naming the file for unreadable, empty or non-finite audio.
+    """
+    path = Path(path)
+    try:
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for bad files
+        try:
+            import librosa
+
+            y, sr = librosa.load(str(path), sr=None, mono=False)
+            y = np.atleast_2d(y).T
+        except Exception:
+            raise UserError(f"{path}: not readable audio ({exc})") from None
+    if y.shape[0] == 0:
+        raise UserError(f"{path}: empty audio (0 samples)")
+    y = y.mean(axis=1).astype(np.float32)
+    if not np.all(np.isfinite(y)):
+        raise UserError(f"{path}: audio contains NaN or Inf samples")
+    if target_sr is not None and sr != target_sr:
+        y, sr = resample(y, sr, target_sr), target_sr
+    return y, int(sr)
+
+
+def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int) -> None:
+    """Write float audio as 16-bit PCM WAV, atomically. Values are clipped to [-1, 1]."""
+    y = np.clip(np.nan_to_num(np.asarray(y, dtype=np.float32)), -1.0, 1.0)
+    pcm = np.round(y * 32767.0).astype(np.int16)
+    with atomic_open(path, "wb") as f:
+        sf.write(f, pcm, int(sr), subtype="PCM_16", format="WAV")
