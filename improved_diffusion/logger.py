@@ -52,16 +52,23 @@ class Logger:
         self._kv[key] = value
         self._mean.pop(key, None)
 
-    def logkv_mean(self, key: str, value: Any, count: int = 1) -> None:
+    def logkv_mean(self, key: str, value: Any, count: Any = 1) -> None:
+        """Running mean; `value` is a mean over `count` items (a tensor `count` with a summed
+        `value` works too when count is passed as a tensor: value is then the sum)."""
         total, n = self._mean.get(key, (0.0, 0))
         if hasattr(value, "detach"):
             value = value.detach()
-        self._mean[key] = (total + value * count, n + count)
+        if hasattr(count, "detach"):
+            self._mean[key] = (total + value, n + count.detach())
+        else:
+            self._mean[key] = (total + value * count, n + count)
 
     def getkvs(self) -> dict[str, float]:
         out = {k: _to_float(v) for k, v in self._kv.items()}
         for k, (total, n) in self._mean.items():
-            out[k] = _to_float(total) / max(n, 1)
+            n = _to_float(n)
+            if n > 0:
+                out[k] = _to_float(total) / n
         return out
 
     def dumpkvs(self, step: int | None = None) -> dict[str, float]:
@@ -175,8 +182,8 @@ def logkv(key: str, value: Any) -> None:
     _current.logkv(key, value)
 
 
-def logkv_mean(key: str, value: Any) -> None:
-    _current.logkv_mean(key, value)
+def logkv_mean(key: str, value: Any, count: Any = 1) -> None:
+    _current.logkv_mean(key, value, count)
 
 
 def dumpkvs(step: int | None = None) -> dict[str, float]:
