@@ -169,7 +169,7 @@ def plan_notes(size: str) -> list[Note]:
         raise UserError(f"--size {size!r}: unknown; choose one of {SIZES}")
     if size == "tiny":
         # One instrument per family for a quick but label-complete set.
-        chosen = [0, 9, 19, 24, 33, 40, 52, 56, 65, 73, 81]
+        chosen = [0, 11, 19, 24, 33, 40, 52, 56, 65, 73, 81]
         return [Note(p, pitch, v) for p in chosen for pitch in (48, 60, 72) for v in (50, 127)
                 if pitch_range(p)[0] <= pitch <= pitch_range(p)[1]]
     if size == "small":
