@@ -274,3 +274,25 @@ def test_bf16_autocast_close_to_fp32():
     rel = (out - ref).abs().max() / ref.abs().max()
     assert rel.item() < 5e-2
     assert rel.item() > 0  # it did run in reduced precision
+
+
+# ------------------------------------------------------------------ GPU (skipped without CUDA)
+
+
+@pytest.mark.gpu
+def test_cuda_sdpa_einsum_channels_last_and_bf16():
+    ref = perturb(tiny(attention_impl="einsum", channel_mult=(1, 2, 2, 2))).cuda()
+    model = tiny(attention_impl="sdpa", channel_mult=(1, 2, 2, 2)).cuda()
+    model.load_state_dict(ref.state_dict())
+    x, t = inputs(80, 64)
+    x, t = x.cuda(), t.cuda()
+    with th.no_grad():
+        a = ref(x, t)
+        b = model(x, t)
+        # cuDNN may use TF32 convolutions: compare at TF32-level tolerance.
+        assert ((a - b).abs().max() / a.abs().max()).item() < 1e-3
+        model.convert_to_channels_last()
+        with th.autocast("cuda", dtype=th.bfloat16):
+            c = model(x, t)
+    assert c.dtype == th.float32
+    assert ((c - a).abs().max() / a.abs().max()).item() < 5e-2
