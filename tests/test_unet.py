@@ -211,7 +211,7 @@ def test_checkpointing_gives_the_same_gradients():
     plain = perturb(tiny())
     ckpt = tiny(use_checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
-    x, t = inputs()
+    x, t = inputs(8, 8)
     grads = []
     for m in (plain, ckpt):
         m.zero_grad()
