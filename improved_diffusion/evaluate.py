@@ -118,3 +118,37 @@ def split_losses(
         out.update(batch_bpd(model, diffusion, xb, batch_size=batch_size, seed=seed, progress=progress))
         out["bpd_clips"] = float(xb.shape[0])
     return out
+
+
+def nll_from_checkpoint(
+    model_path,
+    data_dir,
+    splits: list[str],
+    *,
+    num_samples: int | None = 32,
+    bpd: bool = True,
+    batch_size: int = 16,
+    seed: int = 0,
+    use_ema: bool | None = None,
+    progress: bool = True,
+) -> dict:
+    """mel_nll.py: losses and bits/dim of a checkpoint on splits of a mel set, as a dict."""
+    from hifigan.errors import UserError
+    from hifigan.mel_config import require_match
+    from improved_diffusion import dist_util
+    from improved_diffusion.checkpoint import load_model
+
+    # bits/dim needs the whole chain: always the trained (unrespaced) diffusion
+    loaded = load_model(model_path, {"timestep_respacing": ""}, use_ema=use_ema, device=dist_util.dev())
+    result = {"checkpoint": str(loaded.path), "step": loaded.step, "data_dir": str(data_dir), "seed": seed,
+              "diffusion_steps": loaded.diffusion.num_timesteps, "width": loaded.args["crop_width"], "splits": {}}
+    for split in splits:
+        melset = MelSet(data_dir, split)
+        require_match(melset.config, loaded.mel_config, f"{data_dir}/mel_config.json", f"{loaded.path} args.json")
+        if len(melset) == 0:
+            raise UserError(f"{data_dir}: split {split!r} has no clips; pick another --split")
+        result["splits"][split] = split_losses(
+            loaded.model, loaded.diffusion, melset, loaded.args["crop_width"], num_samples=num_samples,
+            batch_size=batch_size, seed=seed, bpd=bpd, progress=progress,
+        )
+    return result

@@ -159,3 +159,59 @@ def write_sample_wavs(
             tensorboard.add_audio(f"audio/{name}", torch.as_tensor(y)[None], step, sample_rate=vocoder.sampling_rate)
     label = "Griffin-Lim fallback (no matching HiFi-GAN)" if vocoder.is_fallback else vocoder.name
     return [f"WAVs written with {label}"]
+
+
+def default_respacing(diffusion_steps: int) -> str:
+    """DDIM with 50 steps, or every step for shorter chains."""
+    return f"ddim{min(50, diffusion_steps)}"
+
+
+def sample_from_checkpoint(
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    num_samples: int,
+    *,
+    batch_size: int = 16,
+    use_ddim: bool = True,
+    use_ema: bool | None = None,
+    seed: int = 0,
+    overrides: dict | None = None,
+    wav: bool = True,
+    griffin_lim: bool = False,
+    vocoder_checkpoint: str | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    """mel_sample.py: load (args.json beside the checkpoint), sample, write every output.
+
+    Returns the normalised samples [N, C, H, W] and notes for the user.
+    """
+    from hifigan.errors import UserError
+    from improved_diffusion import dist_util
+    from improved_diffusion.checkpoint import load_model, read_args
+
+    for name, value in (("--num_samples", num_samples), ("--batch_size", batch_size)):
+        if value <= 0:
+            raise UserError(f"{name}: must be positive, got {value}")
+    stored, _ = read_args(model_path)
+    overrides = dict(overrides or {})
+    if overrides.get("timestep_respacing") is None:
+        overrides["timestep_respacing"] = default_respacing(int(stored.get("diffusion_steps", 1000)))
+    loaded = load_model(model_path, overrides, use_ema=use_ema, device=dist_util.dev())
+    shape = (loaded.args["in_channels"], loaded.args["num_mels"], loaded.args["crop_width"])
+    samples = sample_mels(loaded.model, loaded.diffusion, num_samples, shape, batch_size=batch_size,
+                          use_ddim=use_ddim, seed=seed, progress=progress, device=dist_util.dev())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n, c, h, w = samples.shape
+    # upstream's file: arr_0 holds the normalised samples, NCHW (images were NHWC uint8)
+    with atomic_open(out_dir / f"samples_{n}x{c}x{h}x{w}.npz", "wb") as f:
+        np.savez(f, arr_0=samples)
+    write_json(out_dir / "sample_info.json", {
+        "checkpoint": str(loaded.path), "step": loaded.step, "seed": seed, "num_samples": n,
+        "batch_size": batch_size, "use_ddim": use_ddim,
+        "timestep_respacing": loaded.args["timestep_respacing"],
+    })
+    notes = [f"{n} samples from {loaded.path} (step {loaded.step}, {loaded.args['timestep_respacing'] or 'all steps'})"]
+    notes += write_sample_files(out_dir, samples, loaded.mel_config, wav=wav, griffin_lim=griffin_lim,
+                                vocoder_checkpoint=vocoder_checkpoint, device=str(dist_util.dev()))
+    return samples, notes
