@@ -189,3 +189,25 @@ def test_sigterm_saves_and_exits(mels, tmp_path):
     assert ckpt.find_latest(tmp_path, [0.9999]) == 3
     assert "stopped by signal" in (tmp_path / "log.txt").read_text()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_resumes(mels, tmp_path, precision):
+    args = dict(max_steps=2, save_interval=1, precision=precision, grad_clip=1.0)
+    loop = train_from_args(tiny_train_args(mels, tmp_path / "a", **args), progress=False)
+    assert loop.step == 2 and loop.bad_steps == 0
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in loop.params)
+    opt = _state(tmp_path / "a" / "opt000002.pt")
+    if precision == "fp16":  # the grad scaler's state travels with the optimizer
+        assert opt["scaler"]["scale"] > 0
+    train_from_args(tiny_train_args(mels, tmp_path / "b", **{**args, "max_steps": 1}), progress=False)
+    train_from_args(tiny_train_args(mels, tmp_path / "b", **args), progress=False)
+    _assert_same(_state(tmp_path / "a" / "model000002.pt"), _state(tmp_path / "b" / "model000002.pt"))
+
+
+def test_bad_flags_are_user_errors(mels, tmp_path):
+    for bad, msg in ((dict(batch_size=0), "--batch_size"), (dict(precision="fp8"), "--precision"),
+                     (dict(crop_width=64), "--crop_width 64: wider than every clip"),
+                     (dict(num_mels=80), "--num_mels 80: the mel set")):
+        with pytest.raises(UserError, match=msg):
+            train_from_args(tiny_train_args(mels, tmp_path / "r", **bad), progress=False)
