@@ -237,8 +237,12 @@ class TrainLoop:
             return {}
 
         def on_signal(signum, _frame):
-            # Finish the current step, then save and leave the loop.
+            # Finish the current step, then save and leave the loop; a second signal means
+            # "now" (the last complete checkpoint stays valid: every write is atomic).
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt
             self.stop_signal = signum
+            self.log.log(f"signal {signum}: saving a checkpoint after this step (signal again to quit now)")
 
         return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 

@@ -109,25 +109,43 @@ def test_changed_model_flag_in_same_run_dir_refused(mels, tmp_path):
         train_from_args(tiny_train_args(mels, run, max_steps=2, num_res_blocks=2), progress=False)
 
 
-def test_sigkill_then_rerun_reaches_same_params(mels, tmp_path):
+def _wait_for(path, proc, seconds=180):
+    deadline = time.time() + seconds
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def test_sigkill_and_group_sigterm_then_rerun_reach_same_params(mels, tmp_path):
     args = dict(max_steps=12, save_interval=2, log_interval=2, num_workers=1)
     train_from_args(tiny_train_args(mels, tmp_path / "ref", **args), progress=False)
     run = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "scripts" / "mel_train.py"),
            *to_flags(tiny_train_args(mels, run, **args))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # 1) kill -9 at an arbitrary moment after the first checkpoints
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (run / "model000004.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    _wait_for(run / "model000004.pt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     latest = ckpt.find_latest(run, [0.9999])
     assert latest is not None and latest < 12
+    # 2) rerun, then SIGTERM to the whole process group (trainer and its DataLoader worker),
+    #    as Ctrl-C or a job scheduler does: it saves and exits cleanly
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    _wait_for(run / ckpt.model_name(latest + 2), proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    log = (run / "log.txt").read_text()
+    assert f"resuming from {run / ckpt.model_name(latest)}" in log and "stopped by signal 15" in log
+    stopped = ckpt.find_latest(run, [0.9999])
+    assert stopped > latest
+    # 3) the same command finishes the run
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resuming from {run / ckpt.model_name(latest)}" in (run / "log.txt").read_text()
+    if stopped < 12:
+        assert f"resuming from {run / ckpt.model_name(stopped)}" in (run / "log.txt").read_text()
     for name in ("model000012.pt", "ema_0.9999_000012.pt"):
         _assert_same(_state(tmp_path / "ref" / name), _state(run / name))
 
