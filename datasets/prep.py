@@ -199,8 +199,6 @@ def _one_clip(clip_id: str, split: str, y: np.ndarray) -> tuple[np.ndarray, bool
 def _process(job: Job) -> dict:
     """Mel(s) of one job -> {'entries', 'rejected', 'stats' {split: Stats}, counts}."""
     from datasets import folder
-    from hifigan.audio import read_audio
-
     config, opts = _W["config"], _W["opts"]
     result = {"entries": [], "rejected": [], "stats": {}, "computed": 0, "skipped": 0}
 
@@ -215,7 +213,7 @@ def _process(job: Job) -> dict:
 
     try:
         if job.id is not None:
-            y, _ = read_audio(job.path, CLIP_RATE)
+            y = folder.read_clip(job.path, CLIP_RATE)
             keep(job.id, job.split, y, job.labels)
         else:
             any_window = False
