@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -97,7 +98,7 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True, timeout
                 last_error = exc
                 continue
             raise UserError(f"{url}: HTTP {exc.code} {exc.reason}; check --base_url") from None
-        except (OSError, ConnectionError, urllib.error.URLError) as exc:
+        except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
             last_error = exc
     raise UserError(
         f"{url}: download interrupted ({last_error}); {part} keeps the bytes so far, "
