@@ -186,6 +186,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, progress: 
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
             os.replace(staging / name, target)
         return tops
+    except tarfile.FilterError as exc:
+        raise UserError(f"{archive}: refuses member ({exc}); the archive is unsafe") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise UserError(f"{archive}: not a readable tar archive ({exc}); delete it and download again") from None
     finally:
