@@ -1,0 +1,186 @@
+"""Training-step speed and peak memory: the project's fastest mode vs upstream's, one run.
+
+The reference configuration: batch 8 of 80 x 64 mel crops, num_channels 64, channel_mult
+1,2,3,4, attention at downsample rates 4 and 8, 2 res blocks, scale-shift norm, learned
+sigma, cosine schedule, AdamW + EMA. One step = timestep draw, forward, loss
+(diffusion.training_losses), backward, AdamW step, EMA update.
+
+Modes (improved_diffusion.fast): `fast` = fastest_mode(device), the mode TrainLoop trains
+in; `upstream` = fp32, eager, einsum attention, NCHW, per-parameter AdamW and EMA loops.
+Each mode runs in its own process (its own peak memory) and the two are timed turn about,
+so both see the same machine load; the median step counts.
+
+    python benchmarks/bench_train.py --json benchmarks/results/train.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+from hifigan.errors import cli_main  # noqa: E402
+
+REFERENCE = dict(
+    num_mels=80,
+    crop_width=64,
+    num_channels=64,
+    channel_mult="1,2,3,4",
+    attention_resolutions="16,8",  # image_size 64 // (16, 8) = downsample rates 4 and 8
+    num_res_blocks=2,
+    use_scale_shift_norm=True,
+    learn_sigma=True,
+    noise_schedule="cosine",
+)
+QUICK = dict(REFERENCE, num_mels=16, crop_width=16, num_channels=32, channel_mult="1,2",
+             attention_resolutions="32", num_res_blocks=1)
+
+
+def model_flags(quick: bool) -> dict:
+    from improved_diffusion.script_util import model_and_diffusion_defaults
+
+    return {**model_and_diffusion_defaults(), **(QUICK if quick else REFERENCE)}
+
+
+def build_step(mode, flags: dict, batch: int, device: str):
+    """Model, optimizer, EMA and data for `mode`; returns step() running one training step."""
+    import torch
+
+    from improved_diffusion import fast
+    from improved_diffusion.resample import UniformSampler
+    from improved_diffusion.script_util import create_model_and_diffusion
+
+    torch.manual_seed(0)
+    model, diffusion = create_model_and_diffusion(**flags)
+    model.to(device)
+    fast.apply_to_model(model, mode)
+    params = list(model.parameters())
+    opt = fast.make_optimizer(params, mode, lr=1e-4)
+    ema = [p.detach().clone() for p in params]
+    sampler = UniformSampler(diffusion)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, 1, flags["num_mels"], flags["crop_width"], generator=g) * 2 - 1
+    x = fast.prepare_input(x.to(device), mode)
+
+    def step() -> None:
+        t, weights = sampler.sample(batch, device)
+        with fast.autocast(mode, device):
+            losses = diffusion.training_losses(model, x, t)
+        loss = (losses["loss"].float() * weights).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        fast.update_ema(ema, params, 0.9999, mode)
+
+    return step
+
+
+def worker(args) -> None:
+    import torch
+
+    from improved_diffusion import fast
+
+    common.set_threads(args.threads)
+    device = args.device
+    mode = fast.UPSTREAM if args._worker == "upstream" else fast.fastest_mode(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    common.reset_peak_rss()
+    rss0 = common.rss_mb()
+    step = build_step(mode, model_flags(args.quick), args.batch, device)
+    for _ in range(args.warmup):
+        step()
+
+    def run_round():
+        def steps():
+            for _ in range(args.steps_per_round):
+                step()
+
+        wall, cpu = common.timed(steps, device)
+        return wall / args.steps_per_round, cpu / args.steps_per_round
+
+    def finish():
+        if device.startswith("cuda"):
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peak = common.peak_rss_mb() - rss0
+        return {"peak_mb": peak, "mode": mode.describe(), "mode_fields": mode.to_dict()}
+
+    common.serve(run_round, finish)
+
+
+def measure(args, batch: int) -> dict:
+    shared = [
+        str(Path(__file__).resolve()), "--device", args.device, "--threads", str(args.threads),
+        "--batch", str(batch), "--warmup", str(args.warmup),
+        "--steps_per_round", str(args.steps_per_round),
+    ] + (["--quick"] if args.quick else [])
+    workers = [common.Worker(name, shared + ["--_worker", name]) for name in ("upstream", "fast")]
+    res = common.run_interleaved(workers, args.rounds)
+    base, fast_ = res["upstream"], res["fast"]
+    return {
+        "batch": batch,
+        "samples_per_s": batch / fast_["wall_s"],
+        "peak_mb": fast_["peak_mb"],
+        "baseline_samples_per_s": batch / base["wall_s"],
+        "baseline_peak_mb": base["peak_mb"],
+        "ratio": base["wall_s"] / fast_["wall_s"],
+        "peak_mb_ratio": fast_["peak_mb"] / base["peak_mb"],
+        "ratio_cpu_time": base["cpu_s"] / fast_["cpu_s"],
+        "mode": fast_["mode"],
+        "baseline_mode": base["mode"],
+        "step_s": fast_["wall_s_all"],
+        "baseline_step_s": base["wall_s_all"],
+    }
+
+
+@cli_main
+def main(argv=None) -> None:
+    ap = common.base_parser(__doc__)
+    ap.add_argument("--batches", default="", help="comma list; default 8 on CPU, 8,32 on CUDA (2 with --quick)")
+    ap.add_argument("--rounds", type=int, default=0, help="timed rounds per mode (default: 2 CPU, 5 CUDA)")
+    ap.add_argument("--steps_per_round", type=int, default=0, help="steps per round (default: 1 CPU, 10 CUDA)")
+    ap.add_argument("--warmup", type=int, default=-1, help="untimed steps first (default: 1 CPU, 5 CUDA)")
+    ap.add_argument("--batch", type=int, default=8, help=argparse_suppress())
+    ap.add_argument("--_worker", default="", help=argparse_suppress())
+    args = ap.parse_args(argv)
+    args.device = common.pick_device(args.device)
+    cuda = args.device.startswith("cuda")
+    if args.rounds <= 0:
+        args.rounds = 1 if args.quick else 5 if cuda else 2
+    if args.steps_per_round <= 0:
+        args.steps_per_round = 10 if cuda and not args.quick else 1
+    if args.warmup < 0:
+        args.warmup = 0 if args.quick else 5 if cuda else 1
+    if args._worker:
+        worker(args)
+        return
+    common.set_threads(args.threads)
+    batches = [int(b) for b in (args.batches or ("2" if args.quick else "8,32" if cuda else "8")).split(",")]
+    flags = model_flags(args.quick)
+    result: dict = {
+        "device": common.describe_device(args.device),
+        "quick": args.quick,
+        "config": {k: flags[k] for k in REFERENCE},
+        "timing": f"median of {args.rounds} interleaved rounds x {args.steps_per_round} steps after {args.warmup} warm-up steps",
+        "peak_memory": "CUDA max_memory_allocated" if cuda else "process peak RSS (VmHWM) above RSS before the model was built",
+    }
+    for i, batch in enumerate(batches):
+        r = measure(args, batch)
+        if i == 0:
+            result.update(r)
+        else:
+            result[f"batch{batch}"] = r
+    common.write_result(args.json, result)
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
