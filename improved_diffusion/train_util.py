@@ -67,6 +67,7 @@ class TrainLoop:
         sample_diffusion=None,
         num_sample_images: int = 4,
         sample_wav: bool = True,
+        sample_shape: tuple[int, int, int] | None = None,
         mel_config=None,
         logger: logger_mod.Logger | None = None,
         progress: bool = True,
@@ -106,6 +107,8 @@ class TrainLoop:
         self.sample_diffusion = sample_diffusion
         self.num_sample_images = num_sample_images
         self.sample_wav = sample_wav
+        # (C, H, W) of preview samples; by default the validation windows' shape
+        self.sample_shape = sample_shape or (tuple(val_data.shape[1:]) if val_data is not None else None)
         self.mel_config = mel_config
         self.progress = progress
 
@@ -389,10 +392,9 @@ class TrainLoop:
                 write_sample_wavs,
             )
 
-            x = self.val_data if self.val_data is not None else None
-            shape = (1, *x.shape[2:]) if x is not None else None
+            shape = self.sample_shape
             if shape is None:
-                self.log.warn("no validation data: sample shape unknown, samples skipped")
+                self.log.warn("sample shape unknown (no sample_shape, no validation data): samples skipped")
             else:
                 mels = sample_mels(
                     self.ema_model(),
@@ -582,6 +584,7 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         sample_diffusion=sample_diffusion,
         num_sample_images=args["sample_count"],
         sample_wav=args["sample_wav"],
+        sample_shape=(args["in_channels"], args["num_mels"], args["crop_width"]),
         mel_config=config,
         logger=log,
         progress=progress,
