@@ -72,15 +72,19 @@ def between_harmonics_db(y: np.ndarray, sr: int, f0: float, fmax: float = 7000.0
 
 
 # -- test material ---------------------------------------------------------------------------
-def make_synthetic_notes(root: str | os.PathLike, num: int = 10, preset: str = "universal", seed: int = 0) -> Path:
-    """NSynth-like 4 s notes at 16 kHz (pure sines and decaying harmonic tones) written as
+def make_synthetic_notes(
+    root: str | os.PathLike, num: int = 10, preset: str = "universal", seed: int = 0, seconds: float = 4.0
+) -> Path:
+    """NSynth-like notes (4 s by default) at 16 kHz (pure sines and decaying harmonic tones) written as
     WAVs in `root/audio` and a mel set in `root/mels` (all in the test split)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     config = MelConfig.from_preset(preset)
     mels = root / "mels"
-    t = np.arange(4 * CLIP_RATE) / CLIP_RATE
-    env = np.minimum(1.0, t / 0.01) * np.where(t < 3.0, 1.0, np.maximum(0.0, (3.5 - t) / 0.5))
+    t = np.arange(int(seconds * CLIP_RATE)) / CLIP_RATE
+    # NSynth-like: key held for 3/4 of the note, then a release.
+    off = 0.75 * seconds
+    env = np.minimum(1.0, t / 0.01) * np.where(t < off, 1.0, np.maximum(0.0, 1 - (t - off) / (0.125 * seconds)))
     entries = []
     for i in range(num):
         pitch = int(rng.integers(45, 85))
