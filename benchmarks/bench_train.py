@@ -84,7 +84,7 @@ def worker(args) -> None:
 
     common.set_threads(args.threads)
     device = args.device
-    mode = fast.UPSTREAM if args._worker == "upstream" else fast.fastest_mode(device)
+    mode = fast.UPSTREAM if args._worker == "upstream" else fast.fastest_mode(device, args.precision or None)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     common.reset_peak_rss()
@@ -115,9 +115,12 @@ def measure(args, batch: int) -> dict:
     shared = [
         str(Path(__file__).resolve()), "--device", args.device, "--threads", str(args.threads),
         "--batch", str(batch), "--warmup", str(args.warmup),
-        "--steps_per_round", str(args.steps_per_round),
+        "--steps_per_round", str(args.steps_per_round), "--precision", args.precision,
     ] + (["--quick"] if args.quick else [])
-    workers = [common.Worker(name, shared + ["--_worker", name]) for name in ("upstream", "fast")]
+    from improved_diffusion import fast
+
+    modes = {"upstream": fast.UPSTREAM, "fast": fast.fastest_mode(args.device, args.precision or None)}
+    workers = [common.Worker(name, shared + ["--_worker", name], env=fast.process_env(m)) for name, m in modes.items()]
     res = common.run_interleaved(workers, args.rounds)
     base, fast_ = res["upstream"], res["fast"]
     return {
@@ -143,6 +146,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=0, help="timed rounds per mode (default: 2 CPU, 5 CUDA)")
     ap.add_argument("--steps_per_round", type=int, default=0, help="steps per round (default: 1 CPU, 10 CUDA)")
     ap.add_argument("--warmup", type=int, default=-1, help="untimed steps first (default: 1 CPU, 5 CUDA)")
+    ap.add_argument("--precision", default="", choices=["", "fp32", "bf16", "fp16"],
+                    help="fast mode's autocast precision (default: the device's fastest)")
     ap.add_argument("--batch", type=int, default=8, help=argparse_suppress())
     ap.add_argument("--_worker", default="", help=argparse_suppress())
     args = ap.parse_args(argv)

@@ -25,9 +25,6 @@ from hifigan.errors import cli_main  # noqa: E402
 
 VARIANTS = ("v1", "v2", "v3")
 CONFIGS = Path(__file__).resolve().parents[1] / "hifigan" / "configs"
-# Environment of a mode's process (read by libgomp when torch loads): the baseline gets
-# libgomp's default (an empty value counts as unset and stops `import hifigan` setting it).
-MODE_ENV = {"baseline": {"OMP_WAIT_POLICY": ""}, "fast": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
 
 def build(variant: str, mode: str, device: str):
@@ -125,6 +122,10 @@ def main(argv=None) -> None:
 
         raise UserError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
     common.set_threads(args.threads)
+    from improved_diffusion import fast
+
+    # Each mode's process environment (libgomp reads it when torch loads).
+    envs = {"baseline": fast.process_env(fast.UPSTREAM), "fast": fast.process_env(fast.fastest_mode(args.device))}
     workers = []
     for v in variants:
         for mode in ("baseline", "fast"):
@@ -133,8 +134,7 @@ def main(argv=None) -> None:
                 "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--variant", v,
                 "--_worker", mode,
             ]
-            env = MODE_ENV[mode] if not cuda else {}
-            workers.append(common.Worker(f"{v}:{mode}", argv_w, env=env))
+            workers.append(common.Worker(f"{v}:{mode}", argv_w, env=envs[mode]))
     res = common.run_interleaved(workers, args.rounds)
     out = {}
     for v in variants:

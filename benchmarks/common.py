@@ -122,7 +122,12 @@ def finite_positive(x: Any) -> bool:
 def write_result(path: str | None, result: dict) -> None:
     from hifigan.atomic import write_json
 
-    result = {"load_average_1min": round(os.getloadavg()[0], 2), **result}
+    result = {
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        # as this (parent) process runs; worker processes get their mode's value
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "libgomp default",
+        **result,
+    }
     if path:
         write_json(path, result)
     print(json.dumps(result, indent=2, sort_keys=True))

@@ -9,8 +9,8 @@ and EMA update through the functions here, so the benchmarked mode is the traine
 contiguous NCHW, one optimizer/EMA kernel per parameter): the baseline every speed-up is
 measured against. `fastest_mode(device)` is what was measured fastest on that device (see
 README "Benchmarks"): on CUDA bf16 autocast + channels_last + fused AdamW + SDPA; on CPU
-(AVX2 without bf16 units, where bf16 autocast was ~5x slower) fp32 with SDPA and
-multi-tensor (foreach) AdamW/EMA.
+(AVX2 without bf16 units, where bf16 autocast was ~5x slower) fp32 with SDPA,
+multi-tensor (foreach) AdamW/EMA and sleeping (not spinning) idle OpenMP threads.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ PRECISIONS: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
 }
 OPTIMIZERS = ("fused", "foreach", "loop")
+# What `import hifigan` puts in the environment when the user has not set it: on a shared
+# 2-core machine libgomp's spin-waiting threads made every op wait for a descheduled
+# sibling thread (measured 2.5x slower training steps, 7x slower vocoding).
+OMP_WAIT_POLICY = "PASSIVE"
 EMAS = ("foreach", "loop")
 
 
@@ -43,6 +47,9 @@ class SpeedMode:
     attention_impl: str = "sdpa"  # "sdpa" (fused kernels) or "einsum" (upstream)
     optimizer: str = "foreach"  # AdamW: "fused", "foreach" (multi-tensor) or "loop"
     ema: str = "foreach"  # EMA update: "foreach" (multi-tensor) or "loop" (per parameter)
+    # OpenMP idle threads: "PASSIVE" sleeps, "" is libgomp's default (spin, then sleep).
+    # Read once when torch loads, so it applies to processes started with process_env().
+    omp_wait_policy: str = ""
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -66,6 +73,8 @@ class SpeedMode:
         parts.append(f"{self.attention_impl} attention")
         parts.append(f"{self.optimizer} AdamW")
         parts.append(f"{self.ema} EMA")
+        if self.omp_wait_policy:
+            parts.append(f"OMP_WAIT_POLICY={self.omp_wait_policy}")
         return " + ".join(parts)
 
 
@@ -102,6 +111,7 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
             attention_impl="sdpa",
             optimizer="fused",
             ema="foreach",
+            omp_wait_policy=OMP_WAIT_POLICY,
         )
     return SpeedMode(
         name=f"fast-{device.type}",
@@ -110,7 +120,14 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
         attention_impl="sdpa",
         optimizer="foreach",
         ema="foreach",
+        omp_wait_policy=OMP_WAIT_POLICY,
     )
+
+
+def process_env(mode: SpeedMode) -> dict[str, str]:
+    """Environment for a new process that runs `mode` (an empty value = libgomp's default;
+    it also stops `import hifigan` from setting its default)."""
+    return {"OMP_WAIT_POLICY": mode.omp_wait_policy}
 
 
 def mode_by_name(name: str, device: torch.device | str, precision: str | None = None) -> SpeedMode:

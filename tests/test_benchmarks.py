@@ -1,0 +1,207 @@
+"""The benchmarks run end to end in --quick mode and write complete, finite results; the
+speed modes they time compute the same losses, gradients and updates as upstream's mode.
+
+No timing assertions: speed depends on the machine.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from improved_diffusion import fast
+from improved_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_sample, bench_train, bench_vocoder, report  # noqa: E402
+
+
+def _positive_finite(d: dict, keys) -> None:
+    for k in keys:
+        assert isinstance(d[k], int | float) and math.isfinite(d[k]) and d[k] > 0, (k, d[k])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    bench_train.main(["--quick", "--json", str(out / "train.json")])
+    bench_sample.main(["--quick", "--json", str(out / "sample.json")])
+    bench_vocoder.main(["--quick", "--variants", "v3", "--json", str(out / "vocoder.json")])
+    return out
+
+
+def test_bench_train_json(results):
+    r = json.loads((results / "train.json").read_text())
+    _positive_finite(r, ["samples_per_s", "peak_mb", "baseline_samples_per_s", "baseline_peak_mb",
+                         "ratio", "ratio_cpu_time", "peak_mb_ratio"])
+    assert r["ratio"] == pytest.approx(r["samples_per_s"] / r["baseline_samples_per_s"])
+    assert r["device"] and r["mode"] != r["baseline_mode"]
+    assert "einsum" in r["baseline_mode"] and "sdpa" in r["mode"]
+    assert r["quick"] is True and r["batch"] == 2
+
+
+def test_bench_sample_json(results):
+    r = json.loads((results / "sample.json").read_text())
+    _positive_finite(r, ["x_realtime", "ratio", "audio_s_per_note"])
+    assert set(r["batches"]) == {"1", "2"}
+    for e in r["batches"].values():
+        _positive_finite(e, ["ddim50_x_realtime", "ddim50_rtf", "ancestral1000_seconds", "ratio_vs_ancestral1000"])
+        # extrapolation bookkeeping: totals are per-step times x chain lengths
+        assert e["ddim50_seconds"] == pytest.approx(50 * e["ddim_step_s"])
+        assert e["ancestral1000_seconds"] == pytest.approx(1000 * e["ancestral_step_s"])
+        assert e["ddim50_rtf"] == pytest.approx(1 / e["ddim50_x_realtime"])
+    assert "extrapolated" in r["note"]
+
+
+def test_bench_vocoder_json(results):
+    r = json.loads((results / "vocoder.json").read_text())
+    assert set(r["variants"]) == {"v3"}
+    v3 = r["variants"]["v3"]
+    _positive_finite(v3, ["x_realtime", "rtf", "baseline_x_realtime", "ratio", "audio_s"])
+    assert v3["sampling_rate"] == 22050 and v3["audio_s"] == pytest.approx(v3["frames"] * 256 / 22050)
+
+
+def test_report_renders_every_section(results, capsys):
+    report.main([str(results), "--out", str(results / "RESULTS.md")])
+    text = (results / "RESULTS.md").read_text()
+    assert text == capsys.readouterr().out
+    for heading in ("### Training step", "### Sampling", "### Vocoder", "### Goals", "--quick"):
+        assert heading in text
+    train = json.loads((results / "train.json").read_text())
+    assert f"**{report.fmt(train['ratio'])}x**" in text
+
+
+def test_report_refuses_empty_folder(tmp_path):
+    from hifigan.errors import UserError
+
+    with pytest.raises(UserError, match="run benchmarks/run_all.sh"):
+        report.load_results(tmp_path)
+
+
+# -- the modes' numerics ------------------------------------------------------------------
+def _tiny(mode: fast.SpeedMode, seed: int = 0):
+    flags = {**model_and_diffusion_defaults(), **bench_train.QUICK}
+    torch.manual_seed(seed)
+    model, diffusion = create_model_and_diffusion(**flags)
+    return fast.apply_to_model(model, mode), diffusion
+
+
+def _loss_and_grads(mode: fast.SpeedMode):
+    model, diffusion = _tiny(mode)
+    # zero_module'd output layers would make most gradients exactly zero: perturb them.
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(3)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    t = torch.tensor([10, 700])
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    with fast.autocast(mode, "cpu"):
+        loss = diffusion.training_losses(model, fast.prepare_input(x, mode), t, noise=noise)["loss"].mean()
+    loss.backward()
+    return loss.detach(), [p.grad.detach().clone() for p in model.parameters()]
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def test_fast_cpu_mode_matches_upstream_in_fp32():
+    ref_loss, ref_grads = _loss_and_grads(fast.UPSTREAM)
+    for mode in (fast.fastest_mode("cpu"), fast.SpeedMode(channels_last=True)):
+        loss, grads = _loss_and_grads(mode)
+        # same maths, different kernels/layouts: float32 rounding only
+        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+        flat, ref = torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads])
+        assert torch.allclose(flat, ref, rtol=1e-3, atol=1e-5 * ref.abs().max().item())
+
+
+def test_bf16_autocast_within_stated_tolerance():
+    """bf16 autocast (the CUDA fast mode's precision) vs fp32: loss within 2% relative and the
+    full gradient within cosine similarity 0.99 (bf16 keeps 8 mantissa bits; GroupNorm and
+    the loss stay float32)."""
+    ref_loss, ref_grads = _loss_and_grads(fast.UPSTREAM)
+    loss, grads = _loss_and_grads(fast.SpeedMode(precision="bf16"))
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=2e-2)
+    assert _cos(torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads])) > 0.99
+
+
+@pytest.mark.gpu
+def test_fast_cuda_mode_within_tolerance_of_fp32():
+    ref_loss, ref_grads = _loss_and_grads(fast.UPSTREAM)
+    mode = fast.fastest_mode("cuda")
+    model, diffusion = _tiny(mode)
+    assert mode.precision in ("bf16", "fp16") and mode.optimizer == "fused"
+    del model, diffusion
+    # autocast numerics are covered on CPU above; here: the CUDA mode runs and agrees.
+    cpu_mode = fast.SpeedMode(precision=mode.precision, channels_last=True)
+    loss, grads = _loss_and_grads(cpu_mode)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=2e-2)
+    assert _cos(torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads])) > 0.99
+
+
+def test_optimizer_and_ema_implementations_agree():
+    torch.manual_seed(0)
+    shapes = [(3, 4), (5,), (2, 2, 3)]
+    init = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    finals, emas = {}, {}
+    for impl in fast.OPTIMIZERS:
+        params = [torch.nn.Parameter(p.clone()) for p in init]
+        ema = [p.detach().clone() for p in params]
+        mode = fast.SpeedMode(optimizer=impl, ema="loop" if impl == "loop" else "foreach")
+        opt = fast.make_optimizer(params, mode, lr=1e-2, weight_decay=0.1)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g.clone()
+            opt.step()
+            fast.update_ema(ema, params, 0.9, mode)
+        finals[impl] = torch.cat([p.detach().flatten() for p in params])
+        emas[impl] = torch.cat([e.flatten() for e in ema])
+    assert not torch.equal(finals["loop"], torch.cat([p.flatten() for p in init]))
+    for impl in ("fused", "foreach"):
+        assert torch.allclose(finals[impl], finals["loop"], rtol=1e-6, atol=1e-7), impl
+        assert torch.allclose(emas[impl], emas["loop"], rtol=1e-6, atol=1e-7), impl
+    # the EMA formula itself, one step by hand
+    t, s = [torch.tensor([1.0, 2.0])], [torch.tensor([3.0, -1.0])]
+    fast.update_ema(t, s, 0.75, fast.UPSTREAM)
+    assert torch.equal(t[0], torch.tensor([1.5, 1.25]))
+
+
+def test_apply_to_model_switches_attention_and_keeps_weights():
+    model, _ = _tiny(fast.UPSTREAM)
+    keys = dict(model.state_dict())
+    x, t = torch.randn(1, 1, 16, 16), torch.tensor([5])
+    with torch.no_grad():
+        model.out[-1].weight.normal_()  # zero-initialised output: make outputs non-trivial
+        ref = model(x, t)
+        fast.apply_to_model(model, fast.SpeedMode(channels_last=True))
+        blocks = [m for m in model.modules() if m.__class__.__name__ == "AttentionBlock"]
+        assert blocks and all(b.attention_impl == "sdpa" for b in blocks)
+        assert model.channels_last and model.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+        out = model(x, t)
+    assert model.state_dict().keys() == keys.keys()
+    assert torch.allclose(out, ref, atol=1e-5)
+    fast.apply_to_model(model, fast.UPSTREAM)
+    assert not model.channels_last and model.input_blocks[0][0].weight.is_contiguous()
+
+
+def test_mode_names_and_errors():
+    from hifigan.errors import UserError
+
+    assert fast.mode_by_name("upstream", "cpu") == fast.UPSTREAM
+    assert fast.mode_by_name("fast", "cpu") == fast.fastest_mode("cpu")
+    assert fast.mode_by_name("upstream", "cpu", "bf16").precision == "bf16"
+    cuda = fast.SpeedMode(**{**fast.fastest_mode("cpu").to_dict(), "name": "x", "optimizer": "fused"})
+    assert cuda.optimizer == "fused"
+    with pytest.raises(UserError, match="--speed_mode"):
+        fast.mode_by_name("turbo", "cpu")
+    with pytest.raises(UserError, match="--precision"):
+        fast.SpeedMode(precision="fp8")
+    assert "bf16 autocast" in fast.SpeedMode(precision="bf16").describe()
