@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     mel = MelConfig.from_preset("16k")
     shape = (1, flags["num_mels"], frames)
     audio_s_per_note = frames * mel.hop_size / mel.sampling_rate
-    fast_mode = fast.fastest_mode(device)
+    fast_mode = fast.sampling_mode(device)
     model, ddim_diff, anc_diff = build(fast_mode, flags, device)
 
     per_batch = {}

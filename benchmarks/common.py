@@ -18,6 +18,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -170,12 +171,22 @@ class Worker:
             [sys.executable, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
             cwd=ROOT,
         )
+        threading.Thread(target=self._pass_stderr, daemon=True).start()
         self.walls: list[float] = []
         self.cpus: list[float] = []
+
+    def _pass_stderr(self) -> None:
+        # An empty OMP_WAIT_POLICY (libgomp's default, see improved_diffusion.fast) makes
+        # libgomp print a warning; everything else goes through.
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "OMP_WAIT_POLICY" not in line:
+                sys.stderr.write(line)
 
     def _read(self, kind: str) -> Any:
         assert self.proc.stdout is not None

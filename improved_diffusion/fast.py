@@ -63,6 +63,10 @@ class SpeedMode:
     def dtype(self) -> torch.dtype | None:
         return PRECISIONS[self.precision]
 
+    def with_precision(self, precision: str) -> SpeedMode:
+        """This mode with another autocast precision (the user's --precision wins)."""
+        return self if precision == self.precision else dataclasses.replace(self, precision=precision)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -122,6 +126,12 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
         ema="foreach",
         omp_wait_policy=OMP_WAIT_POLICY,
     )
+
+
+def sampling_mode(device: torch.device | str) -> SpeedMode:
+    """The mode samplers run in: fastest_mode(device) kept at fp32, so a seed gives the
+    same samples as upstream's sampler up to float32 rounding (no autocast)."""
+    return dataclasses.replace(fastest_mode(device, "fp32"), name=f"sample-{_device(device).type}")
 
 
 def process_env(mode: SpeedMode) -> dict[str, str]:
