@@ -30,8 +30,8 @@ DDIM_STEPS = 50
 ANCESTRAL_STEPS = 1000
 
 
-def build(mode, flags: dict, device: str):
-    """The reference UNet in `mode`, its DDIM-50 diffusion and its full 1000-step diffusion."""
+def build(flags: dict, device: str):
+    """The reference UNet in sampling mode, its DDIM-50 and full 1000-step diffusions, the mode."""
     import torch
 
     from improved_diffusion import fast
@@ -44,8 +44,8 @@ def build(mode, flags: dict, device: str):
         rescale_timesteps=flags["rescale_timesteps"], rescale_learned_sigmas=flags["rescale_learned_sigmas"],
     )
     model.to(device).eval()
-    fast.apply_to_model(model, mode)
-    return model, ddim, full
+    mode = fast.prepare_for_sampling(model, device)  # what sample_mels does
+    return model, ddim, full, mode
 
 
 def chain_seconds_per_step(model, diffusion, mode, shape, batch: int, steps: int, ddim: bool, device: str) -> float:
@@ -86,7 +86,6 @@ def main(argv=None) -> None:
     common.set_threads(args.threads)
 
     from hifigan.mel_config import MelConfig
-    from improved_diffusion import fast
 
     flags = model_flags(args.quick)
     frames = args.frames or (flags["crop_width"] if args.quick else 256 if cuda else 64)
@@ -99,8 +98,7 @@ def main(argv=None) -> None:
     mel = MelConfig.from_preset("16k")
     shape = (1, flags["num_mels"], frames)
     audio_s_per_note = frames * mel.hop_size / mel.sampling_rate
-    fast_mode = fast.sampling_mode(device)
-    model, ddim_diff, anc_diff = build(fast_mode, flags, device)
+    model, ddim_diff, anc_diff, fast_mode = build(flags, device)
 
     per_batch = {}
     for batch in batches:
@@ -126,7 +124,7 @@ def main(argv=None) -> None:
     result = {
         "device": common.describe_device(device),
         "quick": args.quick,
-        "mode": fast_mode.describe(),
+        "mode": fast_mode.describe(training=False) + " + inference_mode",
         "baseline_mode": "1000-step ancestral sampling (p_sample_loop), same model and mode",
         "frames": frames,
         "num_mels": flags["num_mels"],

@@ -70,13 +70,14 @@ class SpeedMode:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def describe(self) -> str:
+    def describe(self, training: bool = True) -> str:
         """e.g. 'bf16 autocast + channels_last + sdpa attention + fused AdamW + foreach EMA'."""
         parts = [f"{self.precision} autocast" if self.dtype is not None else "fp32"]
         parts.append("channels_last" if self.channels_last else "NCHW")
         parts.append(f"{self.attention_impl} attention")
-        parts.append(f"{self.optimizer} AdamW")
-        parts.append(f"{self.ema} EMA")
+        if training:
+            parts.append(f"{self.optimizer} AdamW")
+            parts.append(f"{self.ema} EMA")
         if self.omp_wait_policy:
             parts.append(f"OMP_WAIT_POLICY={self.omp_wait_policy}")
         return " + ".join(parts)
@@ -132,6 +133,18 @@ def sampling_mode(device: torch.device | str) -> SpeedMode:
     """The mode samplers run in: fastest_mode(device) kept at fp32, so a seed gives the
     same samples as upstream's sampler up to float32 rounding (no autocast)."""
     return dataclasses.replace(fastest_mode(device, "fp32"), name=f"sample-{_device(device).type}")
+
+
+def prepare_for_sampling(model: torch.nn.Module, device: torch.device | str) -> SpeedMode:
+    """Put `model` in sampling_mode(device)'s memory layout and return that mode (run the
+    sampler inside `inference(mode, device)`). The attention kernel the model was built with
+    is kept: it is a flag of the checkpoint (attention_impl in args.json)."""
+    mode = sampling_mode(device)
+    impl = getattr(model, "attention_impl", None)
+    if impl in ("sdpa", "einsum"):
+        mode = dataclasses.replace(mode, attention_impl=impl)
+    apply_to_model(model, mode)
+    return mode
 
 
 def process_env(mode: SpeedMode) -> dict[str, str]:
