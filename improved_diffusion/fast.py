@@ -167,8 +167,10 @@ def apply_to_model(model: torch.nn.Module, mode: SpeedMode) -> torch.nn.Module:
 
     The attention modules have no parameters, so the state_dict is unchanged.
     """
-    from improved_diffusion.unet import AttentionBlock, QKVAttention, SDPAttention
+    from improved_diffusion.unet import AttentionBlock, QKVAttention, SDPAttention, UNetModel
 
+    if isinstance(model, UNetModel):
+        model.attention_impl = mode.attention_impl
     for module in model.modules():
         if isinstance(module, AttentionBlock) and module.attention_impl != mode.attention_impl:
             module.attention_impl = mode.attention_impl

@@ -205,3 +205,12 @@ def test_mode_names_and_errors():
     with pytest.raises(UserError, match="--precision"):
         fast.SpeedMode(precision="fp8")
     assert "bf16 autocast" in fast.SpeedMode(precision="bf16").describe()
+
+
+def test_prepare_for_sampling_keeps_the_checkpoints_attention():
+    model, _ = _tiny(fast.UPSTREAM)  # built with einsum attention
+    mode = fast.prepare_for_sampling(model, "cpu")
+    assert mode.attention_impl == "einsum" and mode.precision == "fp32"
+    assert all(m.attention_impl == "einsum" for m in model.modules() if hasattr(m, "attention_impl"))
+    assert fast.process_env(fast.UPSTREAM) == {"OMP_WAIT_POLICY": ""}
+    assert fast.process_env(fast.fastest_mode("cpu")) == {"OMP_WAIT_POLICY": "PASSIVE"}
