@@ -188,12 +188,12 @@ def test_einsum_checkpoint_loads_strict_into_sdpa_model_with_same_output():
 
 @pytest.mark.parametrize("heads", [1, 2, 4])
 def test_sdpa_equals_einsum_attention(heads):
-    ref = perturb(AttentionBlock(64, num_heads=heads, attention_impl="einsum"), scale=0.3)
+    ref = perturb(AttentionBlock(64, num_heads=heads, attention_impl="einsum"), scale=0.1)
     sdpa = AttentionBlock(64, num_heads=heads, attention_impl="sdpa")
     sdpa.load_state_dict(ref.state_dict())
     x = th.randn(3, 64, 10, 6, generator=th.Generator().manual_seed(0))
     a, b = ref(x), sdpa(x)
-    assert (a - x).abs().max() > 1e-2  # the attention branch contributes
+    assert (a - x).abs().max() > 0.5  # the attention branch contributes (outputs are O(1-5))
     assert (a - b).abs().max().item() < 1e-5
 
 
@@ -211,7 +211,7 @@ def test_checkpointing_gives_the_same_gradients():
     plain = perturb(tiny())
     ckpt = tiny(use_checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
-    x, t = inputs()
+    x, t = inputs(8, 8)
     grads = []
     for m in (plain, ckpt):
         m.zero_grad()
