@@ -3,6 +3,12 @@
 Layout (DESIGN.md): `mel_config.json`, `manifest.jsonl` (one JSON object per clip: id, split,
 source, frames, labels when known), `{train,valid,test}/<id>.npy` float32 log-mel
 [num_mels, frames]. Everything that reads prepared mels goes through MelSet.
+
+Optionally (`prep_mels.py --pack`) each split also has `packed/{split}.npy`, one array
+[num_mels, total_frames] in Fortran order (a clip's frames are one contiguous block, read
+through a memory map), and `packed/{split}.index.json` with ids, offsets and frame counts.
+MelSet prefers the packed layout when its index covers every clip of the split with the
+manifest's frame counts, and falls back to the per-file layout otherwise.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ def read_manifest(path: Path) -> list[dict]:
 class MelSet:
     """The clips of one prepared mel set, optionally restricted to one split."""
 
-    def __init__(self, root: str | os.PathLike, split: str | None = None):
+    def __init__(self, root: str | os.PathLike, split: str | None = None, prefer_packed: bool = True):
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"{self.root}: mel set folder does not exist")
@@ -47,6 +53,52 @@ class MelSet:
         entries = read_manifest(self.root / "manifest.jsonl")
         self.split = split
         self.entries = [e for e in entries if split is None or e["split"] == split]
+        # split -> {id: (offset, frames)} for splits served from packed/; arrays open lazily
+        # (a memory map per process, so forked data-loader workers each map their own).
+        self._pack_index: dict[str, dict[str, tuple[int, int]]] = {}
+        self._pack_arrays: dict[str, np.ndarray] = {}
+        if prefer_packed:
+            for s in sorted({e["split"] for e in self.entries}):
+                index = self._read_pack_index(s)
+                if index is not None:
+                    self._pack_index[s] = index
+
+    @property
+    def layout(self) -> str:
+        """'packed', 'files' or 'mixed' (some splits packed)."""
+        splits = {e["split"] for e in self.entries}
+        if splits and splits <= set(self._pack_index):
+            return "packed"
+        return "mixed" if self._pack_index else "files"
+
+    def _read_pack_index(self, split: str) -> dict[str, tuple[int, int]] | None:
+        path = self.root / "packed" / f"{split}.index.json"
+        if not (path.is_file() and path.with_name(f"{split}.npy").is_file()):
+            return None
+        try:
+            data = json.loads(path.read_text())
+            index = {i: (int(o), int(n)) for i, o, n in zip(data["ids"], data["offsets"], data["frames"])}
+            if int(data["num_mels"]) != self.config.num_mels:
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        # A pack older than the manifest (a later run added clips) is not used.
+        for e in self.entries:
+            if e["split"] == split and index.get(e["id"], (0, -1))[1] != e["frames"]:
+                return None
+        return index
+
+    def _pack_array(self, split: str) -> np.ndarray:
+        if split not in self._pack_arrays:
+            path = self.root / "packed" / f"{split}.npy"
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{path}: unreadable packed mels ({exc}); rerun prep_mels.py --pack") from None
+            if arr.ndim != 2 or arr.shape[0] != self.config.num_mels:
+                raise UserError(f"{path}: packed array has shape {arr.shape}; rerun prep_mels.py --pack")
+            self._pack_arrays[split] = arr
+        return self._pack_arrays[split]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -61,6 +113,13 @@ class MelSet:
 
     def load(self, index: int) -> np.ndarray:
         """The clip's float32 log-mel [num_mels, frames]; a bad file is a UserError naming it."""
+        e = self.entries[index]
+        if e["split"] in self._pack_index:
+            offset, frames = self._pack_index[e["split"]][e["id"]]
+            mel = np.ascontiguousarray(self._pack_array(e["split"])[:, offset : offset + frames], dtype=np.float32)
+            if not np.all(np.isfinite(mel)):
+                raise UserError(f"{self.root}/packed/{e['split']}.npy: mel {e['id']} contains NaN or Inf")
+            return mel
         path = self.path(index)
         try:
             mel = np.load(path, allow_pickle=False)

@@ -50,9 +50,9 @@ def read_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[n
     return y, int(sr)
 
 
-def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int) -> None:
+def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int, fsync: bool = True) -> None:
     """Write float audio as 16-bit PCM WAV, atomically. Values are clipped to [-1, 1]."""
     y = np.clip(np.nan_to_num(np.asarray(y, dtype=np.float32)), -1.0, 1.0)
     pcm = np.round(y * 32767.0).astype(np.int16)
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", fsync=fsync) as f:
         sf.write(f, pcm, int(sr), subtype="PCM_16", format="WAV")
