@@ -1,12 +1,11 @@
 """Diffusion losses per split (raw and EMA weights), bits/dim, timestep-quartile breakdown,
 and training curves from progress.csv.
 
-Losses use the training diffusion (no respacing): `training_losses` at seeded uniform
-timesteps gives mse / vb / loss per example, grouped by timestep quartile q = 4t // T;
-`calc_bpd_loop` gives the full variational bound in bits/dim and, summed per quartile, which
-part of the chain the bits come from. bits/dim is the discretised-Gaussian bound of the
-normalised [-1, 1] mel at 8-bit bins (upstream's image convention), so it compares models on
-one mel config, not across configs.
+The numbers come from the training code's `improved_diffusion.evaluate.split_losses` (the
+same function that logs validation loss during training), run on the unrespaced diffusion:
+loss / mse / vb and their quartiles `<key>_q0..3` (q = 4t // T), and bits/dim from the full
+variational bound (the discretised-Gaussian bound at 8-bit bins of the normalised mel, so it
+compares models on one mel config, not across configs).
 """
 
 from __future__ import annotations
@@ -17,87 +16,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from evaluation.mels import fixed_crops, load_melset, normalized
 from hifigan.errors import UserError
 from hifigan.mel_config import require_match
 
 SPLITS = ("train", "valid", "test")
 WEIGHTS = ("raw", "ema")
-
-
-def split_crops(data_dir: str | os.PathLike, split: str, width: int, limit: int | None = None, seed: int = 0):
-    """Seeded crops of one split as the model sees them: float [N, 1, num_mels, width] in [-1, 1]."""
-    coll = load_melset(data_dir, split)
-    if limit is not None and len(coll) > limit:
-        idx = np.sort(np.random.default_rng(seed).choice(len(coll), size=limit, replace=False))
-        coll.mels = [coll.mels[i] for i in idx]
-    if not len(coll):
-        return None, coll.config
-    x = normalized(fixed_crops(coll.mels, width, seed), coll.config)
-    return torch.from_numpy(x[:, None]), coll.config
-
-
-def _quartiles(values: torch.Tensor, t: torch.Tensor, num_timesteps: int) -> list[float | None]:
-    q = (4 * t // num_timesteps).clamp(max=3)
-    return [float(values[q == i].mean()) if (q == i).any() else None for i in range(4)]
-
-
-@torch.no_grad()
-def diffusion_losses(
-    model: torch.nn.Module,
-    diffusion,
-    x: torch.Tensor,
-    batch_size: int = 16,
-    seed: int = 0,
-    repeats: int = 1,
-    bpd_limit: int | None = 8,
-    progress: bool = False,
-) -> dict:
-    """Mean losses of `x` ([N, C, H, W]) and their timestep-quartile breakdown.
-
-    `repeats` draws that many timesteps per example; `bpd_limit` examples go through the full
-    bound (T model calls each; 0 skips it).
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    T = diffusion.num_timesteps
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    terms: dict[str, list[torch.Tensor]] = {}
-    ts = []
-    for _ in range(repeats):
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device)
-            t = torch.randint(0, T, (len(xb),), generator=gen)
-            out = diffusion.training_losses(model, xb, t.to(device))
-            for k, v in out.items():
-                terms.setdefault(k, []).append(v.float().cpu())
-            ts.append(t)
-    t_all = torch.cat(ts)
-    result: dict = {"n": len(x), "num_timesteps": T, "quartiles": {}}
-    for k, parts in terms.items():
-        v = torch.cat(parts)
-        result[k] = float(v.mean())
-        result["quartiles"][k] = _quartiles(v, t_all, T)
-    n_bpd = len(x) if bpd_limit is None else min(bpd_limit, len(x))
-    if n_bpd > 0:
-        bpd, prior, vb_terms = [], [], []
-        for i in tqdm(range(0, n_bpd, batch_size), desc="bpd", leave=False, disable=not progress):
-            xb = x[i : min(i + batch_size, n_bpd)].to(device)
-            out = diffusion.calc_bpd_loop(model, xb, clip_denoised=True)
-            bpd.append(out["total_bpd"].cpu())
-            prior.append(out["prior_bpd"].cpu())
-            vb_terms.append(out["vb"].cpu())
-        vb = torch.cat(vb_terms).flip(1)  # column j held timestep T-1-j; now column = t
-        q = (4 * torch.arange(T) // T).clamp(max=3)
-        result["bpd"] = float(torch.cat(bpd).mean())
-        result["prior_bpd"] = float(torch.cat(prior).mean())
-        result["bpd_n"] = n_bpd
-        result["quartiles"]["bpd"] = [float(vb[:, q == i].sum(1).mean()) for i in range(4)]
-    return result
 
 
 def checkpoint_losses(
@@ -112,22 +36,27 @@ def checkpoint_losses(
     device: str = "cpu",
 ) -> dict:
     """Losses of a checkpoint (file or run dir) on each split of a prepared set, raw and EMA."""
+    from datasets.melset import MelSet
     from improved_diffusion.checkpoint import load_model
+    from improved_diffusion.evaluate import split_losses
 
     result: dict = {"data_dir": str(data_dir), "weights": {}}
     for w in weights:
+        # bits/dim needs the whole chain: always the trained (unrespaced) diffusion
         loaded = load_model(checkpoint, overrides={"timestep_respacing": ""}, use_ema=(w == "ema"), device=device)
-        width = int(loaded.args.get("crop_width", 64))
-        result.update(checkpoint=str(loaded.path.parent), step=loaded.step, crop_width=width)
+        width = int(loaded.args["crop_width"])
+        result.update(checkpoint=str(loaded.path.parent), step=loaded.step, crop_width=width,
+                      diffusion_steps=loaded.diffusion.num_timesteps)
         per_split = {}
         for split in splits:
-            x, config = split_crops(data_dir, split, width, limit, seed)
-            require_match(loaded.mel_config, config, f"{checkpoint} (args.json)", f"{data_dir}")
-            if x is None:
+            melset = MelSet(data_dir, split)
+            require_match(loaded.mel_config, melset.config, f"{checkpoint} (args.json)", f"{data_dir}")
+            if not len(melset):
                 per_split[split] = None
                 continue
-            per_split[split] = diffusion_losses(
-                loaded.model, loaded.diffusion, x, batch_size, seed, bpd_limit=bpd_limit
+            per_split[split] = split_losses(
+                loaded.model, loaded.diffusion, melset, width, num_samples=limit, batch_size=batch_size,
+                seed=seed, bpd=bool(bpd_limit), bpd_samples=bpd_limit,
             )
         result["weights"][w] = {"file": loaded.path.name, "splits": per_split}
     return result
@@ -138,16 +67,22 @@ def zero_shot(
     own_data: str | os.PathLike,
     other_data: str | os.PathLike,
     split: str = "test",
+    samples: str | os.PathLike | None = None,
+    classifier: str | os.PathLike | None = None,
     **kwargs,
 ) -> dict:
-    """A model trained on `own_data` evaluated on `other_data`: the same losses side by side."""
-    own = checkpoint_losses(checkpoint, own_data, splits=(split,), weights=("ema",), **kwargs)
-    other = checkpoint_losses(checkpoint, other_data, splits=(split,), weights=("ema",), **kwargs)
-    return {
-        "split": split,
-        "own": {"data_dir": str(own_data), **(own["weights"]["ema"]["splits"][split] or {})},
-        "other": {"data_dir": str(other_data), **(other["weights"]["ema"]["splits"][split] or {})},
-    }
+    """A model trained on `own_data` evaluated on `other_data`, side by side with its own set:
+    EMA losses and bits/dim on `split`, and (given its samples and a classifier) the audio
+    metrics of the same samples against each set's real clips."""
+    out: dict = {"split": split}
+    for side, data in (("own", own_data), ("other", other_data)):
+        res = checkpoint_losses(checkpoint, data, splits=(split,), weights=("ema",), **kwargs)
+        out[side] = {"data_dir": str(data), **(res["weights"]["ema"]["splits"][split] or {})}
+        if samples is not None and classifier is not None:
+            from evaluation.metrics import run_audio_metrics
+
+            out[side]["metrics"] = run_audio_metrics(str(data), str(samples), str(classifier))
+    return out
 
 
 # -- training curves ----------------------------------------------------------------------------

@@ -14,7 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.losses import SPLITS, checkpoint_losses, plot_curves, require_run_dir  # noqa: E402
+from evaluation.losses import (  # noqa: E402
+    SPLITS,
+    checkpoint_losses,
+    plot_curves,
+    require_run_dir,
+    zero_shot,
+)
 from hifigan.atomic import write_json  # noqa: E402
 from hifigan.errors import cli_main  # noqa: E402
 
@@ -31,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--zero_shot", default=None, help="another mel set: also write zero_shot.json")
+    p.add_argument("--samples", default=None, help="with --zero_shot: the model's samples for metrics")
+    p.add_argument("--classifier", default=None, help="with --zero_shot: classifier dir for metrics")
     a = p.parse_args(argv)
     path = require_run_dir(a.model_path)
     run_dir = path if path.is_dir() else path.parent
@@ -47,8 +56,18 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{w:3s} {split:5s} (empty split)")
                 continue
             extra = f" bpd {v['bpd']:.4f}" if "bpd" in v else ""
-            print(f"{w:3s} {split:5s} loss {v['loss']:.4f} mse {v.get('mse', float('nan')):.4f}{extra}")
+            print(f"{w:3s} {split:5s} loss {v.get('loss', float('nan')):.4f} mse {v.get('mse', float('nan')):.4f}{extra}")
     print(f"wrote {out}")
+    if a.zero_shot:
+        split = splits[-1]
+        z = zero_shot(path, a.data_dir, a.zero_shot, split, a.samples, a.classifier, limit=a.limit,
+                      bpd_limit=a.bpd_limit, batch_size=a.batch_size, seed=a.seed, device=a.device)
+        write_json(run_dir / "zero_shot.json", z)
+        for side in ("own", "other"):
+            v = z[side]
+            print(f"zero-shot {side:5s} {v['data_dir']}: loss {v.get('loss', float('nan')):.4f} "
+                  f"bpd {v.get('bpd', float('nan')):.4f}")
+        print(f"wrote {run_dir / 'zero_shot.json'}")
 
 
 if __name__ == "__main__":

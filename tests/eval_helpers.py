@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hifigan.atomic import save_npy
 from hifigan.mel_config import MelConfig
@@ -97,3 +98,30 @@ def make_tiny_run(run_dir: Path, config: MelConfig = SMALL, step: int = 0, seed:
     state = model.state_dict()
     ckpt.save_checkpoint(run_dir, step, state, {0.9999: state}, {"step": step})
     return run_dir
+
+
+def run_script(name: str, argv: list[str]) -> int:
+    """Run scripts/<name>.py's main(argv) in this process (no interpreter start-up); exit code."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    try:
+        mod.main([str(a) for a in argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core machine can
+    be 40x slower (spin-waiting). Restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

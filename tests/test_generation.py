@@ -1,12 +1,10 @@
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from eval_helpers import SMALL, make_tiny_run, toy_mel
+from eval_helpers import SMALL, make_tiny_run, one_torch_thread, run_script, toy_mel  # noqa: F401 (fixture)
 
 from evaluation import generation as gen
 from improved_diffusion.checkpoint import load_model
@@ -74,32 +72,31 @@ def test_inpainting_keeps_known_frames_and_variation_strength(tiny):
         gen.variations(m, d, a, strength=0.0)
 
 
-def test_interpolate_script(tiny, tmp_path):
+def test_interpolate_script(tiny, tmp_path, capsys):
     root, _, a, b = tiny
     for name, x in (("a", a), ("b", b)):
         np.save(tmp_path / f"{name}.npy", SMALL.denormalize(x[0, 0].numpy()))
     out = tmp_path / "interp"
-    cmd = [sys.executable, "scripts/interpolate.py", "--model_path", str(root / "run"), "--a", str(tmp_path / "a.npy"),
+    cmd = ["--model_path", str(root / "run"), "--a", str(tmp_path / "a.npy"),
            "--b", str(tmp_path / "b.npy"), "--steps", "3", "--out_dir", str(out), "--timestep_respacing", "ddim5",
            "--griffin_lim"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert run_script("interpolate", cmd) == 0
     info = json.loads((out / "interpolation.json").read_text())
     assert info["files"] == ["interp_00", "interp_01", "interp_02"]
     for f in info["files"]:
         assert np.load(out / f"{f}.npy").shape == (16, 16) and (out / f"{f}.wav").is_file()
     assert (out / "grid.png").stat().st_size > 1000 and (out / "mel_config.json").is_file()
-    bad = [*cmd[:5], str(tmp_path / "missing.npy"), *cmd[6:]]
-    r = subprocess.run(bad, capture_output=True, text=True)
-    assert r.returncode == 2 and "missing.npy" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert run_script("interpolate", [*cmd[:3], tmp_path / "missing.npy", *cmd[4:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.npy" in err[0]
 
 
 def test_variations_script_continue(tiny, tmp_path):
     root, _, a, _ = tiny
     np.save(tmp_path / "a.npy", SMALL.denormalize(a[0, 0].numpy()))
-    r = subprocess.run([sys.executable, "scripts/variations.py", "continue", "--model_path", str(root / "run"),
-                        "--mel", str(tmp_path / "a.npy"), "--keep", "8", "--n", "2", "--out_dir", str(tmp_path / "o"),
-                        "--timestep_respacing", "5", "--no_audio"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert run_script("variations", ["continue", "--model_path", root / "run", "--mel", tmp_path / "a.npy",
+                                      "--keep", "8", "--n", "2", "--out_dir", tmp_path / "o",
+                                      "--timestep_respacing", "5", "--no_audio"]) == 0
     out = np.load(tmp_path / "o" / "continue_01.npy")
     np.testing.assert_allclose(out[:, :8], SMALL.denormalize(a[0, 0].numpy())[:, :8], atol=1e-4)
