@@ -81,6 +81,8 @@ class Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     path = Path(path)
+    if path.is_file():  # a checkpoint: its run dir
+        path = path.parent
     if not path.is_dir():
         raise UserError(f"{path}: run dir does not exist")
     args_path = path / "args.json"

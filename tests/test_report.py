@@ -94,7 +94,7 @@ def test_bad_inputs(tmp_path, capsys):
         make_report([tmp_path / "nope"], tmp_path / "o")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model000001.pt").write_bytes(b"")
-    assert run_script("make_report", [tmp_path / "run", "--out", tmp_path / "o"]) == 2
+    assert run_script("make_report", [tmp_path / "run" / "model000001.pt", "--out", tmp_path / "o"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no args.json" in err[0]
 
