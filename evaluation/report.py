@@ -389,13 +389,14 @@ def make_report(
     width = int(runs[0].args.get("crop_width", 64))
     real = real_examples(data, width, n_examples)
     real_wavs = []
-    if audio_root and data is not None and (data / "manifest.jsonl").is_file():
-        from datasets.melset import read_manifest
+    if data is not None and (data / "manifest.jsonl").is_file():
+        from datasets.melset import read_manifest, resolve_source, source_roots
 
         by_id = {e["id"]: e for e in read_manifest(data / "manifest.jsonl")}
+        roots = source_roots(data, audio_root)
         for name, _ in real:
-            src = Path(audio_root) / str(by_id.get(name, {}).get("source", ""))
-            if src.is_file() and src.suffix.lower() == ".wav":
+            src = resolve_source(str(by_id.get(name, {}).get("source", "")), roots)
+            if src is not None and src.suffix.lower() == ".wav":
                 real_wavs.append(src)
     copy_wavs: list[Path] = []
     if vocode_real:
