@@ -121,9 +121,8 @@ def evaluate(
     """Vocode up to `num` test-split notes with every available vocoder; write results."""
     from tqdm import tqdm
 
-    from datasets.melset import MelSet
+    from datasets.melset import MelSet, resolve_source, source_roots
     from hifigan.inference import vocoder_for
-    from hifigan.train_data import _resolve
 
     out = Path(out_dir)
     melset = MelSet(mel_dir, split="test")
@@ -138,13 +137,12 @@ def evaluate(
         vocoders.append(("griffin-lim", vocoder_for(config, griffin_lim=True)))
         for i, ck in enumerate(checkpoints or []):
             vocoders.append((f"checkpoint{i}", vocoder_for(config, checkpoint=ck, device=device)))
-    roots = [Path(audio_root)] if audio_root else []
-    roots += [Path(mel_dir), Path.cwd()]
+    roots = source_roots(mel_dir, audio_root)
     rows = []
     for idx in tqdm(range(min(num, len(melset))), desc="copy synthesis", unit="note"):
         e = melset.entries[idx]
         mel = melset.load(idx)
-        src = _resolve(e["source"], roots)
+        src = resolve_source(e["source"], roots)
         if src is None:
             raise FileNotFoundError(f"{e['source']}: source of {e['id']} not found; pass --audio_root")
         orig, _ = read_audio(src, CLIP_RATE)
