@@ -5,8 +5,9 @@ The reference configuration: batch 8 of 80 x 64 mel crops, num_channels 64, chan
 sigma, cosine schedule, AdamW + EMA. One step = timestep draw, forward, loss
 (diffusion.training_losses), backward, AdamW step, EMA update.
 
-Modes (improved_diffusion.fast): `fast` = fastest_mode(device), the mode TrainLoop trains
-in; `upstream` = fp32, eager, einsum attention, NCHW, per-parameter AdamW and EMA loops.
+Both modes run improved_diffusion.train_util.TrainLoop.run_step itself (data already in
+memory), with speed_mode = `fast` (fastest_mode(device), TrainLoop's default) or
+`upstream` = fp32, eager, einsum attention, NCHW, per-parameter AdamW and EMA loops.
 Each mode runs in its own process (its own peak memory) and the two are timed turn about,
 so both see the same machine load; the median step counts.
 
@@ -45,34 +46,37 @@ def model_flags(quick: bool) -> dict:
 
 
 def build_step(mode, flags: dict, batch: int, device: str):
-    """Model, optimizer, EMA and data for `mode`; returns step() running one training step."""
+    """A TrainLoop in `mode` (the trainer's own step code); returns step() running one step.
+
+    No checkpoints, samples or validation happen: only TrainLoop.run_step is called.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
     import torch
 
-    from improved_diffusion import fast
-    from improved_diffusion.resample import UniformSampler
+    from improved_diffusion.logger import Logger
     from improved_diffusion.script_util import create_model_and_diffusion
+    from improved_diffusion.train_util import TrainLoop
 
     torch.manual_seed(0)
     model, diffusion = create_model_and_diffusion(**flags)
-    model.to(device)
-    fast.apply_to_model(model, mode)
-    params = list(model.parameters())
-    opt = fast.make_optimizer(params, mode, lr=1e-4)
-    ema = [p.detach().clone() for p in params]
-    sampler = UniformSampler(diffusion)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 1, flags["num_mels"], flags["crop_width"], generator=g) * 2 - 1
-    x = fast.prepare_input(x.to(device), mode)
+    log_dir = tempfile.mkdtemp(prefix="bench_train_")  # stays empty: nothing is saved
+    atexit.register(shutil.rmtree, log_dir, True)
+    loop = TrainLoop(
+        model=model, diffusion=diffusion, data=iter(()), batch_size=batch, lr=1e-4, ema_rate="0.9999",
+        precision=mode.precision, log_dir=log_dir, logger=Logger(None, formats=()), progress=False,
+        speed_mode=mode,
+    )
+    if torch.device(device).type != loop.device.type:
+        raise RuntimeError(f"TrainLoop runs on {loop.device}, the benchmark asked for {device}")
 
     def step() -> None:
-        t, weights = sampler.sample(batch, device)
-        with fast.autocast(mode, device):
-            losses = diffusion.training_losses(model, x, t)
-        loss = (losses["loss"].float() * weights).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        fast.update_ema(ema, params, 0.9999, mode)
+        loop.run_step(x, {})
+        loop.log.dumpkvs(loop.step)  # TrainLoop does this every log_interval steps
 
     return step
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+import hifigan
 from hifigan.errors import UserError
 
 PRECISIONS: dict[str, torch.dtype | None] = {
@@ -32,7 +33,7 @@ OPTIMIZERS = ("fused", "foreach", "loop")
 # What `import hifigan` puts in the environment when the user has not set it: on a shared
 # 2-core machine libgomp's spin-waiting threads made every op wait for a descheduled
 # sibling thread (measured 2.5x slower training steps, 7x slower vocoding).
-OMP_WAIT_POLICY = "PASSIVE"
+OMP_WAIT_POLICY = hifigan.OMP_WAIT_POLICY
 EMAS = ("foreach", "loop")
 
 

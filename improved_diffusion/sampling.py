@@ -14,6 +14,7 @@ import torch
 
 from hifigan.atomic import atomic_open, save_npy, write_json
 from hifigan.mel_config import MelConfig
+from improved_diffusion import fast
 
 
 def sample_mels(
@@ -41,6 +42,7 @@ def sample_mels(
     out = []
     was_training = model.training
     model.eval()
+    mode = fast.prepare_for_sampling(model, device)  # timed by benchmarks/bench_sample.py
     batches = range(0, n, batch_size)
     bar = tqdm(total=n, unit="sample", desc="sampling", disable=not progress)
     # fork_rng: previews during training must not disturb the trainer's generators.
@@ -53,7 +55,7 @@ def sample_mels(
             kwargs = {}
             if num_classes:
                 kwargs["y"] = torch.randint(0, num_classes, (count,), generator=gen).to(device)
-            with torch.no_grad():
+            with fast.inference(mode, device):
                 x = loop(model, (count, *shape), noise=noise, clip_denoised=clip_denoised, model_kwargs=kwargs, device=device)
             out.append(x.clamp(-1, 1).float().cpu().numpy())
             bar.update(count)

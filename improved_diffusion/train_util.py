@@ -23,12 +23,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hifigan.errors import UserError
 from improved_diffusion import checkpoint as ckpt
-from improved_diffusion import dist_util
+from improved_diffusion import dist_util, fast
 from improved_diffusion import logger as logger_mod
-from improved_diffusion.nn import update_ema
 from improved_diffusion.resample import LossAwareSampler, UniformSampler
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = fast.PRECISIONS
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -71,6 +70,7 @@ class TrainLoop:
         mel_config=None,
         logger: logger_mod.Logger | None = None,
         progress: bool = True,
+        speed_mode: fast.SpeedMode | None = None,
     ):
         if use_fp16:
             precision = "fp16"  # upstream's flag
@@ -111,6 +111,10 @@ class TrainLoop:
         self.sample_shape = sample_shape or (tuple(val_data.shape[1:]) if val_data is not None else None)
         self.mel_config = mel_config
         self.progress = progress
+        # How the step runs (layout, attention kernel, optimizer/EMA kernels): the device's
+        # fastest measured mode unless given; benchmarks/bench_train.py times this same path.
+        self.speed_mode = speed_mode or fast.fastest_mode(dist_util.dev(), precision)
+        self.speed_mode = self.speed_mode.with_precision(precision)  # --precision decides
 
         self.device = dist_util.dev()
         self.rank = dist_util.get_rank()
@@ -125,7 +129,8 @@ class TrainLoop:
         self.params = list(self.model.parameters())
 
         self.model.to(self.device)
-        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, **_fast_adam_kwargs(self.device))
+        fast.apply_to_model(self.model, self.speed_mode)
+        self.opt = fast.make_optimizer(self.params, self.speed_mode, lr=lr, weight_decay=weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.ema_params = [[p.detach().clone() for p in self.params] for _ in self.ema_rate]
         self._resume()
@@ -291,14 +296,13 @@ class TrainLoop:
 
     def forward_backward(self, batch: torch.Tensor, cond: dict) -> None:
         n = batch.shape[0]
-        dtype = PRECISIONS[self.precision]
         for i in range(0, n, self.microbatch):
-            micro = batch[i : i + self.microbatch].to(self.device, non_blocking=True)
+            micro = fast.prepare_input(batch[i : i + self.microbatch].to(self.device, non_blocking=True), self.speed_mode)
             micro_cond = {k: v[i : i + self.microbatch].to(self.device, non_blocking=True) for k, v in cond.items()}
             last = i + self.microbatch >= n
             t, weights = self.schedule_sampler.sample(micro.shape[0], self.device)
             compute = functools.partial(self.diffusion.training_losses, self.ddp_model, micro, t, model_kwargs=micro_cond)
-            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with fast.autocast(self.speed_mode, self.device):
                 if last or self.ddp_model is self.model:
                     losses = compute()
                 else:
@@ -330,7 +334,7 @@ class TrainLoop:
             self.bad_steps = 0
             self.log.logkv_mean("grad_norm", grad_norm)
             for rate, ema in zip(self.ema_rate, self.ema_params):
-                update_ema(ema, self.params, rate=rate)
+                fast.update_ema(ema, self.params, rate, self.speed_mode)
             return
         self.bad_steps += 1
         self.log.logkv_mean("skipped_steps", 1.0)
@@ -449,13 +453,6 @@ def log_loss_dict(log: logger_mod.Logger, diffusion, ts: torch.Tensor, losses: d
         for q in range(4):
             mask = (quartile == q).to(values.dtype)
             log.logkv_mean(f"{key}_q{q}", (values * mask).sum(), count=mask.sum())
-
-
-def _fast_adam_kwargs(device: torch.device) -> dict:
-    # fused runs one kernel for all parameters on GPU; foreach batches them elsewhere.
-    if device.type == "cuda":
-        return {"fused": True}
-    return {"foreach": True}
 
 
 def _sampler_state(sampler) -> dict | None:

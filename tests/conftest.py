@@ -1,7 +1,10 @@
 import os
 
-import pytest
-import torch
+# As `import hifigan` does for scripts: idle OpenMP threads sleep (set before torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # CI has 2 cores; keep every test's torch to them (and deterministic).
 torch.set_num_threads(min(2, os.cpu_count() or 1))
