@@ -40,21 +40,28 @@ def build(flags: dict, device: str):
     torch.manual_seed(0)
     model, ddim = create_model_and_diffusion(**{**flags, "timestep_respacing": f"ddim{DDIM_STEPS}"})
     full = create_gaussian_diffusion(
-        steps=flags["diffusion_steps"], learn_sigma=flags["learn_sigma"], noise_schedule=flags["noise_schedule"],
-        rescale_timesteps=flags["rescale_timesteps"], rescale_learned_sigmas=flags["rescale_learned_sigmas"],
+        steps=flags["diffusion_steps"],
+        learn_sigma=flags["learn_sigma"],
+        noise_schedule=flags["noise_schedule"],
+        rescale_timesteps=flags["rescale_timesteps"],
+        rescale_learned_sigmas=flags["rescale_learned_sigmas"],
     )
     model.to(device).eval()
     mode = fast.prepare_for_sampling(model, device)  # what sample_mels does
     return model, ddim, full, mode
 
 
-def chain_seconds_per_step(model, diffusion, mode, shape, batch: int, steps: int, ddim: bool, device: str) -> float:
+def chain_seconds_per_step(
+    model, diffusion, mode, shape, batch: int, steps: int, ddim: bool, device: str
+) -> float:
     """Wall seconds per chain step, over `steps` steps after one warm-up step."""
     import torch
 
     from improved_diffusion import fast
 
-    noise = fast.prepare_input(torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0)).to(device), mode)
+    noise = fast.prepare_input(
+        torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0)).to(device), mode
+    )
     loop = diffusion.ddim_sample_loop_progressive if ddim else diffusion.p_sample_loop_progressive
     with fast.inference(mode, device):
         chain = loop(model, (batch, *shape), noise=noise, device=device)
@@ -76,10 +83,21 @@ def chain_seconds_per_step(model, diffusion, mode, shape, batch: int, steps: int
 def main(argv=None) -> None:
     ap = common.base_parser(__doc__)
     ap.add_argument("--batches", default="", help="comma list (default: 1,32 on CUDA, 1,4 on CPU)")
-    ap.add_argument("--frames", type=int, default=0, help="mel frames per note (default: 256 CUDA, 64 CPU)")
-    ap.add_argument("--timed_steps", type=int, default=0, help="DDIM steps timed (default: all 50 CUDA, 3 CPU)")
-    ap.add_argument("--ancestral_steps", type=int, default=0, help="ancestral steps timed (default: 5 CUDA, 2 CPU)")
-    ap.add_argument("--rounds", type=int, default=0, help="repeats, median kept (default: 3 CUDA, 1 CPU)")
+    ap.add_argument(
+        "--frames", type=int, default=0, help="mel frames per note (default: 256 CUDA, 64 CPU)"
+    )
+    ap.add_argument(
+        "--timed_steps", type=int, default=0, help="DDIM steps timed (default: all 50 CUDA, 3 CPU)"
+    )
+    ap.add_argument(
+        "--ancestral_steps",
+        type=int,
+        default=0,
+        help="ancestral steps timed (default: 5 CUDA, 2 CPU)",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=0, help="repeats, median kept (default: 3 CUDA, 1 CPU)"
+    )
     args = ap.parse_args(argv)
     device = common.pick_device(args.device)
     cuda = device.startswith("cuda")
@@ -89,7 +107,10 @@ def main(argv=None) -> None:
 
     flags = model_flags(args.quick)
     frames = args.frames or (flags["crop_width"] if args.quick else 256 if cuda else 64)
-    batches = [int(b) for b in (args.batches or ("1,2" if args.quick else "1,32" if cuda else "1,4")).split(",")]
+    batches = [
+        int(b)
+        for b in (args.batches or ("1,2" if args.quick else "1,32" if cuda else "1,4")).split(",")
+    ]
     timed_steps = args.timed_steps or (2 if args.quick else DDIM_STEPS if cuda else 3)
     anc_steps = args.ancestral_steps or (1 if args.quick else 5 if cuda else 2)
     rounds = args.rounds or (3 if cuda and not args.quick else 1)
@@ -104,8 +125,16 @@ def main(argv=None) -> None:
     for batch in batches:
         ddim_t, anc_t = [], []
         for _ in range(rounds):  # turn about, so both chains see the same machine load
-            ddim_t.append(chain_seconds_per_step(model, ddim_diff, fast_mode, shape, batch, timed_steps, True, device))
-            anc_t.append(chain_seconds_per_step(model, anc_diff, fast_mode, shape, batch, anc_steps, False, device))
+            ddim_t.append(
+                chain_seconds_per_step(
+                    model, ddim_diff, fast_mode, shape, batch, timed_steps, True, device
+                )
+            )
+            anc_t.append(
+                chain_seconds_per_step(
+                    model, anc_diff, fast_mode, shape, batch, anc_steps, False, device
+                )
+            )
         ddim_step, anc_step = statistics.median(ddim_t), statistics.median(anc_t)
         ddim_total, anc_total = ddim_step * DDIM_STEPS, anc_step * ANCESTRAL_STEPS
         audio_s = batch * audio_s_per_note

@@ -35,8 +35,15 @@ REFERENCE = dict(
     learn_sigma=True,
     noise_schedule="cosine",
 )
-QUICK = dict(REFERENCE, num_mels=16, crop_width=16, num_channels=32, channel_mult="1,2",
-             attention_resolutions="32", num_res_blocks=1)
+QUICK = dict(
+    REFERENCE,
+    num_mels=16,
+    crop_width=16,
+    num_channels=32,
+    channel_mult="1,2",
+    attention_resolutions="32",
+    num_res_blocks=1,
+)
 
 
 def model_flags(quick: bool) -> dict:
@@ -67,8 +74,16 @@ def build_step(mode, flags: dict, batch: int, device: str):
     log_dir = tempfile.mkdtemp(prefix="bench_train_")  # stays empty: nothing is saved
     atexit.register(shutil.rmtree, log_dir, True)
     loop = TrainLoop(
-        model=model, diffusion=diffusion, data=iter(()), batch_size=batch, lr=1e-4, ema_rate="0.9999",
-        precision=mode.precision, log_dir=log_dir, logger=Logger(None, formats=()), progress=False,
+        model=model,
+        diffusion=diffusion,
+        data=iter(()),
+        batch_size=batch,
+        lr=1e-4,
+        ema_rate="0.9999",
+        precision=mode.precision,
+        log_dir=log_dir,
+        logger=Logger(None, formats=()),
+        progress=False,
         speed_mode=mode,
     )
     if torch.device(device).type != loop.device.type:
@@ -88,7 +103,11 @@ def worker(args) -> None:
 
     common.set_threads(args.threads)
     device = args.device
-    mode = fast.UPSTREAM if args._worker == "upstream" else fast.fastest_mode(device, args.precision or None)
+    mode = (
+        fast.UPSTREAM
+        if args._worker == "upstream"
+        else fast.fastest_mode(device, args.precision or None)
+    )
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     common.reset_peak_rss()
@@ -117,14 +136,30 @@ def worker(args) -> None:
 
 def measure(args, batch: int) -> dict:
     shared = [
-        str(Path(__file__).resolve()), "--device", args.device, "--threads", str(args.threads),
-        "--batch", str(batch), "--warmup", str(args.warmup),
-        "--steps_per_round", str(args.steps_per_round), "--precision", args.precision,
+        str(Path(__file__).resolve()),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--batch",
+        str(batch),
+        "--warmup",
+        str(args.warmup),
+        "--steps_per_round",
+        str(args.steps_per_round),
+        "--precision",
+        args.precision,
     ] + (["--quick"] if args.quick else [])
     from improved_diffusion import fast
 
-    modes = {"upstream": fast.UPSTREAM, "fast": fast.fastest_mode(args.device, args.precision or None)}
-    workers = [common.Worker(name, shared + ["--_worker", name], env=fast.process_env(m)) for name, m in modes.items()]
+    modes = {
+        "upstream": fast.UPSTREAM,
+        "fast": fast.fastest_mode(args.device, args.precision or None),
+    }
+    workers = [
+        common.Worker(name, shared + ["--_worker", name], env=fast.process_env(m))
+        for name, m in modes.items()
+    ]
     res = common.run_interleaved(workers, args.rounds)
     base, fast_ = res["upstream"], res["fast"]
     return {
@@ -146,12 +181,24 @@ def measure(args, batch: int) -> dict:
 @cli_main
 def main(argv=None) -> None:
     ap = common.base_parser(__doc__)
-    ap.add_argument("--batches", default="", help="comma list; default 8 on CPU, 8,32 on CUDA (2 with --quick)")
-    ap.add_argument("--rounds", type=int, default=0, help="timed rounds per mode (default: 2 CPU, 5 CUDA)")
-    ap.add_argument("--steps_per_round", type=int, default=0, help="steps per round (default: 1 CPU, 10 CUDA)")
-    ap.add_argument("--warmup", type=int, default=-1, help="untimed steps first (default: 1 CPU, 5 CUDA)")
-    ap.add_argument("--precision", default="", choices=["", "fp32", "bf16", "fp16"],
-                    help="fast mode's autocast precision (default: the device's fastest)")
+    ap.add_argument(
+        "--batches", default="", help="comma list; default 8 on CPU, 8,32 on CUDA (2 with --quick)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=0, help="timed rounds per mode (default: 2 CPU, 5 CUDA)"
+    )
+    ap.add_argument(
+        "--steps_per_round", type=int, default=0, help="steps per round (default: 1 CPU, 10 CUDA)"
+    )
+    ap.add_argument(
+        "--warmup", type=int, default=-1, help="untimed steps first (default: 1 CPU, 5 CUDA)"
+    )
+    ap.add_argument(
+        "--precision",
+        default="",
+        choices=["", "fp32", "bf16", "fp16"],
+        help="fast mode's autocast precision (default: the device's fastest)",
+    )
     ap.add_argument("--batch", type=int, default=8, help=argparse_suppress())
     ap.add_argument("--_worker", default="", help=argparse_suppress())
     args = ap.parse_args(argv)
@@ -167,14 +214,19 @@ def main(argv=None) -> None:
         worker(args)
         return
     common.set_threads(args.threads)
-    batches = [int(b) for b in (args.batches or ("2" if args.quick else "8,32" if cuda else "8")).split(",")]
+    batches = [
+        int(b)
+        for b in (args.batches or ("2" if args.quick else "8,32" if cuda else "8")).split(",")
+    ]
     flags = model_flags(args.quick)
     result: dict = {
         "device": common.describe_device(args.device),
         "quick": args.quick,
         "config": {k: flags[k] for k in REFERENCE},
         "timing": f"median of {args.rounds} interleaved rounds x {args.steps_per_round} steps after {args.warmup} warm-up steps",
-        "peak_memory": "CUDA max_memory_allocated" if cuda else "process peak RSS (VmHWM) above RSS before the model was built",
+        "peak_memory": "CUDA max_memory_allocated"
+        if cuda
+        else "process peak RSS (VmHWM) above RSS before the model was built",
     }
     for i, batch in enumerate(batches):
         r = measure(args, batch)

@@ -93,15 +93,21 @@ def worker(args) -> None:
             raise RuntimeError(f"{args.variant}: bad output {out['y'].shape}")
         return wall, cpu
 
-    common.serve(run_round, lambda: {"audio_s": frames * hop / sr, "frames": frames, "sampling_rate": sr})
+    common.serve(
+        run_round, lambda: {"audio_s": frames * hop / sr, "frames": frames, "sampling_rate": sr}
+    )
 
 
 @cli_main
 def main(argv=None) -> None:
     ap = common.base_parser(__doc__)
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--seconds", type=float, default=0.0, help="audio per call (default: 1 s CPU, 4 s CUDA)")
-    ap.add_argument("--rounds", type=int, default=0, help="timed calls per variant and mode (default 3)")
+    ap.add_argument(
+        "--seconds", type=float, default=0.0, help="audio per call (default: 1 s CPU, 4 s CUDA)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=0, help="timed calls per variant and mode (default 3)"
+    )
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--variant", default="v1", help=_suppress())
     ap.add_argument("--_worker", default="", help=_suppress())
@@ -125,14 +131,27 @@ def main(argv=None) -> None:
     from improved_diffusion import fast
 
     # Each mode's process environment (libgomp reads it when torch loads).
-    envs = {"baseline": fast.process_env(fast.UPSTREAM), "fast": fast.process_env(fast.fastest_mode(args.device))}
+    envs = {
+        "baseline": fast.process_env(fast.UPSTREAM),
+        "fast": fast.process_env(fast.fastest_mode(args.device)),
+    }
     workers = []
     for v in variants:
         for mode in ("baseline", "fast"):
             argv_w = [
-                str(Path(__file__).resolve()), "--device", args.device, "--threads", str(args.threads),
-                "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--variant", v,
-                "--_worker", mode,
+                str(Path(__file__).resolve()),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                "--seconds",
+                str(args.seconds),
+                "--warmup",
+                str(args.warmup),
+                "--variant",
+                v,
+                "--_worker",
+                mode,
             ]
             workers.append(common.Worker(f"{v}:{mode}", argv_w, env=envs[mode]))
     res = common.run_interleaved(workers, args.rounds)
@@ -154,8 +173,10 @@ def main(argv=None) -> None:
     result = {
         "device": common.describe_device(args.device),
         "quick": args.quick,
-        "mode": "weight norm folded + inference_mode" + ("" if cuda else " + OMP_WAIT_POLICY=PASSIVE"),
-        "baseline_mode": "weight norm kept + no_grad" + ("" if cuda else " + libgomp default waiting"),
+        "mode": "weight norm folded + inference_mode"
+        + ("" if cuda else " + OMP_WAIT_POLICY=PASSIVE"),
+        "baseline_mode": "weight norm kept + no_grad"
+        + ("" if cuda else " + libgomp default waiting"),
         "note": (
             f"batch 1, {args.seconds:g} s of audio per call, median of {args.rounds} calls after "
             f"{args.warmup} warm-up; x_realtime = audio seconds per wall second; v1 = pretrained "

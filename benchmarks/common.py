@@ -198,7 +198,9 @@ class Worker:
                 return msg["data"]
             sys.stderr.write(line)
         code = self.proc.wait()
-        raise RuntimeError(f"benchmark worker {self.name!r} exited with status {code} (see its stderr above)")
+        raise RuntimeError(
+            f"benchmark worker {self.name!r} exited with status {code} (see its stderr above)"
+        )
 
     def _send(self, cmd: str) -> None:
         assert self.proc.stdin is not None

@@ -1,6 +1,6 @@
 """Render benchmarks/results/*.json as one Markdown table set (RESULTS.md), and print it.
 
-    python benchmarks/report.py benchmarks/results [--out benchmarks/results/RESULTS.md]
+python benchmarks/report.py benchmarks/results [--out benchmarks/results/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -16,11 +16,39 @@ from hifigan.errors import UserError, cli_main  # noqa: E402
 
 # (file, key path, goal, comparison) -> the goals table
 GOALS = [
-    ("train", ("ratio",), 2.0, ">=", "training step samples/s vs upstream mode, 2 CPU cores", "cpu"),
-    ("train", ("ratio",), 2.5, ">=", "training step samples/s vs upstream mode, GPU (bf16)", "cuda"),
+    (
+        "train",
+        ("ratio",),
+        2.0,
+        ">=",
+        "training step samples/s vs upstream mode, 2 CPU cores",
+        "cpu",
+    ),
+    (
+        "train",
+        ("ratio",),
+        2.5,
+        ">=",
+        "training step samples/s vs upstream mode, GPU (bf16)",
+        "cuda",
+    ),
     ("train", ("peak_mb_ratio",), 0.7, "<=", "training peak memory vs upstream mode", None),
-    ("vocoder", ("variants", "v1", "x_realtime"), 5.0, ">=", "V1 vocoder x real time, 2 CPU cores", "cpu"),
-    ("vocoder", ("variants", "v3", "x_realtime"), 50.0, ">=", "V3 vocoder x real time, 2 CPU cores", "cpu"),
+    (
+        "vocoder",
+        ("variants", "v1", "x_realtime"),
+        5.0,
+        ">=",
+        "V1 vocoder x real time, 2 CPU cores",
+        "cpu",
+    ),
+    (
+        "vocoder",
+        ("variants", "v3", "x_realtime"),
+        50.0,
+        ">=",
+        "V3 vocoder x real time, 2 CPU cores",
+        "cpu",
+    ),
 ]
 
 
@@ -46,46 +74,103 @@ def _is_cuda(r: dict) -> bool:
 
 def train_section(r: dict) -> list[str]:
     rows = []
-    entries = [r] + [v for k, v in sorted(r.items()) if k.startswith("batch") and isinstance(v, dict)]
+    entries = [r] + [
+        v for k, v in sorted(r.items()) if k.startswith("batch") and isinstance(v, dict)
+    ]
     for e in entries:
-        rows.append([
-            e["batch"], e["samples_per_s"], e["baseline_samples_per_s"], f"**{fmt(e['ratio'])}x**",
-            e.get("ratio_cpu_time"), round(e["peak_mb"]), round(e["baseline_peak_mb"]), e["peak_mb_ratio"],
-        ])
+        rows.append(
+            [
+                e["batch"],
+                e["samples_per_s"],
+                e["baseline_samples_per_s"],
+                f"**{fmt(e['ratio'])}x**",
+                e.get("ratio_cpu_time"),
+                round(e["peak_mb"]),
+                round(e["baseline_peak_mb"]),
+                e["peak_mb_ratio"],
+            ]
+        )
     return [
-        f"### Training step ({r['device']})", "",
+        f"### Training step ({r['device']})",
+        "",
         f"fast mode: {r['mode']}; baseline: {r['baseline_mode']}. {r.get('timing', '')}; "
-        f"peak memory: {r.get('peak_memory', '')}.", "",
-        *table(["batch", "samples/s", "baseline samples/s", "ratio", "ratio (CPU time)", "peak MB",
-                "baseline peak MB", "memory ratio"], rows),
+        f"peak memory: {r.get('peak_memory', '')}.",
+        "",
+        *table(
+            [
+                "batch",
+                "samples/s",
+                "baseline samples/s",
+                "ratio",
+                "ratio (CPU time)",
+                "peak MB",
+                "baseline peak MB",
+                "memory ratio",
+            ],
+            rows,
+        ),
     ]
 
 
 def sample_section(r: dict) -> list[str]:
     rows = [
-        [b, e["ddim50_x_realtime"], e["ddim50_rtf"], e["ddim50_seconds"], e["ancestral1000_seconds"],
-         f"**{fmt(e['ratio_vs_ancestral1000'])}x**"]
+        [
+            b,
+            e["ddim50_x_realtime"],
+            e["ddim50_rtf"],
+            e["ddim50_seconds"],
+            e["ancestral1000_seconds"],
+            f"**{fmt(e['ratio_vs_ancestral1000'])}x**",
+        ]
         for b, e in r["batches"].items()
     ]
     return [
-        f"### Sampling ({r['device']})", "",
-        f"DDIM-50 in {r['mode']} vs {r['baseline_mode']}. {r['note']}.", "",
-        *table(["batch", "DDIM-50 x real time", "RTF (wall/audio)", "DDIM-50 s", "ancestral-1000 s",
-                "speed-up vs ancestral"], rows),
+        f"### Sampling ({r['device']})",
+        "",
+        f"DDIM-50 in {r['mode']} vs {r['baseline_mode']}. {r['note']}.",
+        "",
+        *table(
+            [
+                "batch",
+                "DDIM-50 x real time",
+                "RTF (wall/audio)",
+                "DDIM-50 s",
+                "ancestral-1000 s",
+                "speed-up vs ancestral",
+            ],
+            rows,
+        ),
     ]
 
 
 def vocoder_section(r: dict) -> list[str]:
     rows = [
-        [v, e["x_realtime"], e["rtf"], e["baseline_x_realtime"], f"**{fmt(e['ratio'])}x**",
-         e.get("x_realtime_per_cpu_s")]
+        [
+            v,
+            e["x_realtime"],
+            e["rtf"],
+            e["baseline_x_realtime"],
+            f"**{fmt(e['ratio'])}x**",
+            e.get("x_realtime_per_cpu_s"),
+        ]
         for v, e in r["variants"].items()
     ]
     return [
-        f"### Vocoder ({r['device']})", "",
-        f"{r['mode']} vs baseline {r['baseline_mode']}; {r['note']}.", "",
-        *table(["variant", "x real time", "RTF", "baseline x real time", "ratio",
-                "x real time per CPU second"], rows),
+        f"### Vocoder ({r['device']})",
+        "",
+        f"{r['mode']} vs baseline {r['baseline_mode']}; {r['note']}.",
+        "",
+        *table(
+            [
+                "variant",
+                "x real time",
+                "RTF",
+                "baseline x real time",
+                "ratio",
+                "x real time per CPU second",
+            ],
+            rows,
+        ),
     ]
 
 
@@ -114,16 +199,29 @@ def goals_section(results: dict) -> list[str]:
 
 
 def render(results: dict[str, dict]) -> str:
-    loads = sorted({r.get("load_average_1min") for r in results.values() if r.get("load_average_1min") is not None})
+    loads = sorted(
+        {
+            r.get("load_average_1min")
+            for r in results.values()
+            if r.get("load_average_1min") is not None
+        }
+    )
     lines = ["# Benchmark results", ""]
     if loads:
-        lines += [f"1-minute load average during the runs: {', '.join(fmt(x) for x in loads)} "
-                  "(other jobs on the machine slow wall-clock numbers; ratios are measured turn about "
-                  "in one run).", ""]
+        lines += [
+            f"1-minute load average during the runs: {', '.join(fmt(x) for x in loads)} "
+            "(other jobs on the machine slow wall-clock numbers; ratios are measured turn about "
+            "in one run).",
+            "",
+        ]
     if any(r.get("quick") for r in results.values()):
         lines += ["**--quick run: tiny sizes, not representative.**", ""]
-    sections = [("train", train_section), ("sample", sample_section), ("vocoder", vocoder_section),
-                ("data", data_section)]
+    sections = [
+        ("train", train_section),
+        ("sample", sample_section),
+        ("vocoder", vocoder_section),
+        ("data", data_section),
+    ]
     for name, fn in sections:
         if name in results:
             lines += fn(results[name]) + [""]

@@ -54,7 +54,9 @@ class SpeedMode:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise UserError(f"--precision: unknown value {self.precision!r}; choose one of {list(PRECISIONS)}")
+            raise UserError(
+                f"--precision: unknown value {self.precision!r}; choose one of {list(PRECISIONS)}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.ema not in EMAS:
@@ -66,7 +68,9 @@ class SpeedMode:
 
     def with_precision(self, precision: str) -> SpeedMode:
         """This mode with another autocast precision (the user's --precision wins)."""
-        return self if precision == self.precision else dataclasses.replace(self, precision=precision)
+        return (
+            self if precision == self.precision else dataclasses.replace(self, precision=precision)
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -159,7 +163,11 @@ def mode_by_name(name: str, device: torch.device | str, precision: str | None = 
     if name == "fast":
         return fastest_mode(device, precision)
     if name == "upstream":
-        return UPSTREAM if precision in (None, "fp32") else dataclasses.replace(UPSTREAM, precision=precision)
+        return (
+            UPSTREAM
+            if precision in (None, "fp32")
+            else dataclasses.replace(UPSTREAM, precision=precision)
+        )
     raise UserError(f"--speed_mode: unknown value {name!r}; use fast or upstream")
 
 

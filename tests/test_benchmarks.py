@@ -37,8 +37,18 @@ def results(tmp_path_factory):
 
 def test_bench_train_json(results):
     r = json.loads((results / "train.json").read_text())
-    _positive_finite(r, ["samples_per_s", "peak_mb", "baseline_samples_per_s", "baseline_peak_mb",
-                         "ratio", "ratio_cpu_time", "peak_mb_ratio"])
+    _positive_finite(
+        r,
+        [
+            "samples_per_s",
+            "peak_mb",
+            "baseline_samples_per_s",
+            "baseline_peak_mb",
+            "ratio",
+            "ratio_cpu_time",
+            "peak_mb_ratio",
+        ],
+    )
     assert r["ratio"] == pytest.approx(r["samples_per_s"] / r["baseline_samples_per_s"])
     assert r["device"] and r["mode"] != r["baseline_mode"]
     assert "einsum" in r["baseline_mode"] and "sdpa" in r["mode"]
@@ -50,7 +60,10 @@ def test_bench_sample_json(results):
     _positive_finite(r, ["x_realtime", "ratio", "audio_s_per_note"])
     assert set(r["batches"]) == {"1", "2"}
     for e in r["batches"].values():
-        _positive_finite(e, ["ddim50_x_realtime", "ddim50_rtf", "ancestral1000_seconds", "ratio_vs_ancestral1000"])
+        _positive_finite(
+            e,
+            ["ddim50_x_realtime", "ddim50_rtf", "ancestral1000_seconds", "ratio_vs_ancestral1000"],
+        )
         # extrapolation bookkeeping: totals are per-step times x chain lengths
         assert e["ddim50_seconds"] == pytest.approx(50 * e["ddim_step_s"])
         assert e["ancestral1000_seconds"] == pytest.approx(1000 * e["ancestral_step_s"])
@@ -63,7 +76,9 @@ def test_bench_vocoder_json(results):
     assert set(r["variants"]) == {"v3"}
     v3 = r["variants"]["v3"]
     _positive_finite(v3, ["x_realtime", "rtf", "baseline_x_realtime", "ratio", "audio_s"])
-    assert v3["sampling_rate"] == 22050 and v3["audio_s"] == pytest.approx(v3["frames"] * 256 / 22050)
+    assert v3["sampling_rate"] == 22050 and v3["audio_s"] == pytest.approx(
+        v3["frames"] * 256 / 22050
+    )
 
 
 def test_report_renders_every_section(results, capsys):
@@ -103,7 +118,9 @@ def _loss_and_grads(mode: fast.SpeedMode, device: str = "cpu"):
     t = torch.tensor([10, 700], device=device)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).to(device)
     with fast.autocast(mode, device):
-        loss = diffusion.training_losses(model, fast.prepare_input(x, mode), t, noise=noise)["loss"].mean()
+        loss = diffusion.training_losses(model, fast.prepare_input(x, mode), t, noise=noise)[
+            "loss"
+        ].mean()
     loss.backward()
     return loss.detach().cpu(), [p.grad.detach().float().cpu() for p in model.parameters()]
 
@@ -118,7 +135,10 @@ def test_fast_cpu_mode_matches_upstream_in_fp32():
         loss, grads = _loss_and_grads(mode)
         # same maths, different kernels/layouts: float32 rounding only
         assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
-        flat, ref = torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads])
+        flat, ref = (
+            torch.cat([g.flatten() for g in grads]),
+            torch.cat([g.flatten() for g in ref_grads]),
+        )
         assert torch.allclose(flat, ref, rtol=1e-3, atol=1e-5 * ref.abs().max().item())
 
 
@@ -130,7 +150,10 @@ def test_bf16_autocast_within_stated_tolerance():
     loss, grads = _loss_and_grads(fast.SpeedMode(precision="bf16"))
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(ref_loss.item(), rel=2e-2)
-    assert _cos(torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads])) > 0.99
+    assert (
+        _cos(torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads]))
+        > 0.99
+    )
 
 
 @pytest.mark.gpu
@@ -142,7 +165,10 @@ def test_fast_cuda_mode_within_tolerance_of_fp32():
     ref_loss, ref_grads = _loss_and_grads(fast.UPSTREAM, "cuda")
     loss, grads = _loss_and_grads(mode, "cuda")
     assert loss.item() == pytest.approx(ref_loss.item(), rel=2e-2)
-    assert _cos(torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads])) > 0.99
+    assert (
+        _cos(torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads]))
+        > 0.99
+    )
 
 
 def test_optimizer_and_ema_implementations_agree():
@@ -183,7 +209,9 @@ def test_apply_to_model_switches_attention_and_keeps_weights():
         fast.apply_to_model(model, fast.SpeedMode(channels_last=True))
         blocks = [m for m in model.modules() if m.__class__.__name__ == "AttentionBlock"]
         assert blocks and all(b.attention_impl == "sdpa" for b in blocks)
-        assert model.channels_last and model.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert model.channels_last and model.input_blocks[0][0].weight.is_contiguous(
+            memory_format=torch.channels_last
+        )
         out = model(x, t)
     assert model.state_dict().keys() == keys.keys()
     assert torch.allclose(out, ref, atol=1e-5)
@@ -197,7 +225,9 @@ def test_mode_names_and_errors():
     assert fast.mode_by_name("upstream", "cpu") == fast.UPSTREAM
     assert fast.mode_by_name("fast", "cpu") == fast.fastest_mode("cpu")
     assert fast.mode_by_name("upstream", "cpu", "bf16").precision == "bf16"
-    cuda = fast.SpeedMode(**{**fast.fastest_mode("cpu").to_dict(), "name": "x", "optimizer": "fused"})
+    cuda = fast.SpeedMode(
+        **{**fast.fastest_mode("cpu").to_dict(), "name": "x", "optimizer": "fused"}
+    )
     assert cuda.optimizer == "fused"
     with pytest.raises(UserError, match="--speed_mode"):
         fast.mode_by_name("turbo", "cpu")
@@ -210,6 +240,8 @@ def test_prepare_for_sampling_keeps_the_checkpoints_attention():
     model, _ = _tiny(fast.UPSTREAM)  # built with einsum attention
     mode = fast.prepare_for_sampling(model, "cpu")
     assert mode.attention_impl == "einsum" and mode.precision == "fp32"
-    assert all(m.attention_impl == "einsum" for m in model.modules() if hasattr(m, "attention_impl"))
+    assert all(
+        m.attention_impl == "einsum" for m in model.modules() if hasattr(m, "attention_impl")
+    )
     assert fast.process_env(fast.UPSTREAM) == {"OMP_WAIT_POLICY": ""}
     assert fast.process_env(fast.fastest_mode("cpu")) == {"OMP_WAIT_POLICY": "PASSIVE"}
