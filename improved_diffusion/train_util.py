@@ -1,0 +1,437 @@
+"""TrainLoop: upstream's training loop with AMP, grad clipping, exact resume and safe stops.
+
+Exact resume: the batch of step s is a function of (seed, step, rank) (see image_datasets),
+and before each step the global torch/numpy generators are seeded from (seed, step, rank), so
+timesteps, noise and dropout do not depend on what ran before. Together with the saved
+parameters, EMA, optimizer and grad-scaler state, a run restarted from step k reaches the same
+parameters as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from hifigan.errors import UserError
+from improved_diffusion import checkpoint as ckpt
+from improved_diffusion import dist_util
+from improved_diffusion import logger as logger_mod
+from improved_diffusion.nn import update_ema
+from improved_diffusion.resample import LossAwareSampler, UniformSampler
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+class TrainLoop:
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        diffusion,
+        data,
+        batch_size: int,
+        microbatch: int = -1,
+        lr: float = 1e-4,
+        ema_rate: Any = "0.9999",
+        log_interval: int = 10,
+        save_interval: int = 10000,
+        resume_checkpoint: str = "",
+        use_fp16: bool = False,
+        fp16_scale_growth: float = 1e-3,
+        schedule_sampler=None,
+        weight_decay: float = 0.0,
+        lr_anneal_steps: int = 0,
+        max_steps: int = 0,
+        precision: str = "fp32",
+        grad_clip: float = 0.0,
+        seed: int = 0,
+        log_dir: str | None = None,
+        keep_checkpoints: int = 0,
+        max_bad_steps: int = 10,
+        val_data: torch.Tensor | None = None,
+        val_interval: int = 0,
+        sample_interval: int = 0,
+        sample_diffusion=None,
+        num_sample_images: int = 4,
+        mel_config=None,
+        logger: logger_mod.Logger | None = None,
+        progress: bool = True,
+    ):
+        if use_fp16:
+            precision = "fp16"  # upstream's flag
+        if precision not in PRECISIONS:
+            raise UserError(f"--precision: unknown value {precision!r}; choose one of {list(PRECISIONS)}")
+        for name, value in (("batch_size", batch_size), ("log_interval", log_interval), ("save_interval", save_interval)):
+            if value <= 0:
+                raise UserError(f"--{name}: must be positive, got {value}")
+        self.model = model
+        self.diffusion = diffusion
+        self.data = data
+        self.batch_size = batch_size
+        self.microbatch = microbatch if microbatch > 0 else batch_size
+        self.lr = lr
+        self.ema_rate = ckpt.parse_rates(ema_rate)
+        self.log_interval = log_interval
+        self.save_interval = save_interval
+        self.resume_checkpoint = resume_checkpoint
+        self.precision = precision
+        self.fp16_scale_growth = fp16_scale_growth  # kept for upstream's signature; GradScaler grows
+        self.schedule_sampler = schedule_sampler or UniformSampler(diffusion)
+        self.weight_decay = weight_decay
+        self.lr_anneal_steps = lr_anneal_steps
+        self.max_steps = max_steps or lr_anneal_steps
+        self.grad_clip = grad_clip
+        self.seed = seed
+        self.log = logger or logger_mod.get_current()
+        self.log_dir = Path(log_dir or self.log.dir or ".")
+        self.keep_checkpoints = keep_checkpoints
+        self.max_bad_steps = max_bad_steps
+        self.val_data = val_data
+        self.val_interval = val_interval
+        self.sample_interval = sample_interval
+        self.sample_diffusion = sample_diffusion
+        self.num_sample_images = num_sample_images
+        self.mel_config = mel_config
+        self.progress = progress
+
+        self.device = dist_util.dev()
+        self.rank = dist_util.get_rank()
+        self.world_size = dist_util.get_world_size()
+        self.global_batch = batch_size * self.world_size
+        self.step = 0
+        self.bad_steps = 0
+        self.stop_signal: int | None = None
+        self.params = list(self.model.parameters())
+
+        self.model.to(self.device)
+        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, **_fast_adam_kwargs(self.device))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.ema_params = [[p.detach().clone() for p in self.params] for _ in self.ema_rate]
+        self._resume()
+
+        if self.world_size > 1:
+            self.ddp_model = DDP(
+                self.model,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=False,
+            )
+        else:
+            self.ddp_model = self.model
+        if hasattr(self.data, "set_step"):
+            self.data.set_step(self.step)
+
+    # -- resume --------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        latest = ckpt.find_latest(self.log_dir, self.ema_rate)
+        if latest is not None:
+            model_path = self.log_dir / ckpt.model_name(latest)
+        elif self.resume_checkpoint:
+            model_path = Path(self.resume_checkpoint)
+            if not model_path.is_file():
+                raise UserError(f"--resume_checkpoint {model_path}: file does not exist")
+        else:
+            dist_util.sync_params(self.params)
+            return
+        self.step = ckpt.parse_step(model_path)
+        self.log.log(f"resuming from {model_path} (step {self.step})")
+        self._load_params(self.params, dist_util.load_state_dict(model_path, map_location="cpu"))
+        for rate, ema in zip(self.ema_rate, self.ema_params):
+            path = model_path.parent / ckpt.ema_name(rate, self.step)
+            if path.is_file():
+                self._load_params(ema, dist_util.load_state_dict(path, map_location="cpu"))
+            else:
+                self.log.warn(f"{path} missing: EMA {rate} restarts from the model weights")
+                for e, p in zip(ema, self.params):
+                    e.copy_(p.detach())
+        opt_path = model_path.parent / ckpt.opt_name(self.step)
+        if opt_path.is_file():
+            state = dist_util.load_state_dict(opt_path, map_location="cpu")
+            if "opt" not in state:  # an upstream opt file is the bare optimizer state
+                state = {"opt": state}
+            self.opt.load_state_dict(state["opt"])
+            if "scaler" in state and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
+            self.bad_steps = int(state.get("bad_steps", 0))
+            if "sampler" in state:
+                _load_sampler_state(self.schedule_sampler, state["sampler"])
+
+    def _load_params(self, params: list[torch.Tensor], state: dict) -> None:
+        names = [n for n, _ in self.model.named_parameters()]
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise UserError(f"checkpoint lacks parameters {missing[:3]}...; does it belong to this model?")
+        with torch.no_grad():
+            for p, n in zip(params, names):
+                if p.shape != state[n].shape:
+                    raise UserError(f"checkpoint parameter {n} has shape {tuple(state[n].shape)}, model {tuple(p.shape)}")
+                p.copy_(state[n])
+        dist_util.sync_params(params)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def run_loop(self) -> None:
+        handlers = self._install_signal_handlers()
+        bar = None
+        if self.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True)
+        last_time, last_step = time.perf_counter(), self.step
+        try:
+            while not self.max_steps or self.step < self.max_steps:
+                batch, cond = next(self.data)
+                self.run_step(batch, cond)
+                if bar is not None:
+                    bar.update(1)
+                if self.step % self.log_interval == 0:
+                    now = time.perf_counter()
+                    rate = (self.step - last_step) * self.global_batch / max(now - last_time, 1e-9)
+                    last_time, last_step = now, self.step
+                    self.log.logkv("samples_per_sec", rate)
+                    kvs = self.log.dumpkvs(self.step)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{kvs.get('loss', float('nan')):.4f}", samples_s=f"{rate:.1f}")
+                    self._sync_stop_signal()
+                if self.val_interval and self.step % self.val_interval == 0:
+                    self.validate()
+                if self.sample_interval and self.step % self.sample_interval == 0:
+                    self.write_samples()
+                if self.step % self.save_interval == 0:
+                    self.save()
+                if self.world_size == 1 and self.stop_signal is not None:
+                    break
+                if self.world_size > 1 and self.stop_signal is not None and self.step % self.log_interval == 0:
+                    break
+            if ckpt.find_latest(self.log_dir, self.ema_rate) != self.step:
+                self.save()
+            if self.stop_signal is not None:
+                self.log.log(
+                    f"stopped by signal {self.stop_signal} at step {self.step}; checkpoint saved, "
+                    "rerun the same command to resume"
+                )
+        finally:
+            if bar is not None:
+                bar.close()
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+
+    def _install_signal_handlers(self) -> dict:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum, _frame):
+            # Finish the current step, then save and leave the loop.
+            self.stop_signal = signum
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _sync_stop_signal(self) -> None:
+        # Ranks must stop at the same step (DDP all-reduces each step): agree at log steps.
+        if self.world_size == 1:
+            return
+        flag = torch.tensor([0 if self.stop_signal is None else self.stop_signal], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if int(flag.item()):
+            self.stop_signal = int(flag.item())
+
+    # -- one step ------------------------------------------------------------------------------
+    def run_step(self, batch: torch.Tensor, cond: dict) -> None:
+        s = step_seed(self.seed, self.step, self.rank)
+        torch.manual_seed(s)
+        np.random.seed(s % 2**32)
+        self.opt.zero_grad(set_to_none=True)
+        self.forward_backward(batch, cond)
+        self.optimize()
+        self.step += 1
+        self.log.logkv("step", self.step)
+        self.log.logkv("samples", self.step * self.global_batch)
+
+    def forward_backward(self, batch: torch.Tensor, cond: dict) -> None:
+        n = batch.shape[0]
+        dtype = PRECISIONS[self.precision]
+        for i in range(0, n, self.microbatch):
+            micro = batch[i : i + self.microbatch].to(self.device, non_blocking=True)
+            micro_cond = {k: v[i : i + self.microbatch].to(self.device, non_blocking=True) for k, v in cond.items()}
+            last = i + self.microbatch >= n
+            t, weights = self.schedule_sampler.sample(micro.shape[0], self.device)
+            compute = functools.partial(self.diffusion.training_losses, self.ddp_model, micro, t, model_kwargs=micro_cond)
+            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                if last or self.ddp_model is self.model:
+                    losses = compute()
+                else:
+                    with self.ddp_model.no_sync():
+                        losses = compute()
+            if isinstance(self.schedule_sampler, LossAwareSampler):
+                self.schedule_sampler.update_with_local_losses(t, losses["loss"].detach())
+            # Microbatches are weighted by size so the gradient does not depend on --microbatch.
+            loss = (losses["loss"].float() * weights).mean() * (micro.shape[0] / n)
+            log_loss_dict(self.log, self.diffusion, t, {k: v.float() * weights for k, v in losses.items()})
+            self.scaler.scale(loss).backward()
+
+    def optimize(self) -> None:
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.opt)
+        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+        # The one host-device sync per step: a non-finite gradient must not reach the weights.
+        # DDP all-reduces gradients first, so every rank takes the same decision.
+        finite = bool(torch.isfinite(grad_norm))
+        self._anneal_lr()
+        if self.scaler.is_enabled():
+            self.scaler.step(self.opt)  # skips by itself when the unscaled grads are not finite
+            self.scaler.update()
+            self.log.logkv("loss_scale", self.scaler.get_scale())
+        elif finite:
+            self.opt.step()
+        if finite:
+            self.bad_steps = 0
+            self.log.logkv_mean("grad_norm", grad_norm)
+            for rate, ema in zip(self.ema_rate, self.ema_params):
+                update_ema(ema, self.params, rate=rate)
+            return
+        self.bad_steps += 1
+        self.log.logkv_mean("skipped_steps", 1.0)
+        self.log.warn(f"step {self.step + 1}: non-finite loss or gradient, step skipped ({self.bad_steps} in a row)")
+        if self.bad_steps >= self.max_bad_steps:
+            latest = ckpt.find_latest(self.log_dir, self.ema_rate)
+            raise UserError(
+                f"training diverged: {self.bad_steps} consecutive steps with non-finite loss/gradients "
+                f"at step {self.step + 1}; last good checkpoint is step {latest} in {self.log_dir}; "
+                "lower --lr, set --grad_clip 1.0 or use --precision fp32"
+            )
+
+    def _anneal_lr(self) -> None:
+        if not self.lr_anneal_steps:
+            return
+        frac_done = self.step / self.lr_anneal_steps
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr * (1 - frac_done)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def params_to_state_dict(self, params: list[torch.Tensor]) -> dict:
+        state = self.model.state_dict()
+        for (name, _), p in zip(self.model.named_parameters(), params):
+            state[name] = p.detach()
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def save(self) -> None:
+        if self.rank == 0:
+            opt_state = {
+                "opt": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "step": self.step,
+                "bad_steps": self.bad_steps,
+                "seed": self.seed,
+            }
+            sampler_state = _sampler_state(self.schedule_sampler)
+            if sampler_state is not None:
+                opt_state["sampler"] = sampler_state
+            path = ckpt.save_checkpoint(
+                self.log_dir,
+                self.step,
+                self.params_to_state_dict(self.params),
+                {r: self.params_to_state_dict(e) for r, e in zip(self.ema_rate, self.ema_params)},
+                opt_state,
+            )
+            removed = ckpt.prune(self.log_dir, self.keep_checkpoints, self.ema_rate)
+            self.log.log(f"saved {path.name}" + (f", removed {len(removed)} old files" if removed else ""))
+        dist_util.barrier()
+
+    # -- validation and samples --------------------------------------------------------------------
+    def ema_model(self) -> torch.nn.Module:
+        """A copy of the model holding the first EMA rate's weights (for samples)."""
+        model = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for p, e in zip(model.parameters(), self.ema_params[0]):
+                p.copy_(e)
+        return model.eval()
+
+    def validate(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.rank == 0 and self.val_data is not None:
+            from improved_diffusion.evaluate import batch_losses
+
+            self.model.eval()
+            out = batch_losses(self.model, self.diffusion, self.val_data, batch_size=self.batch_size, seed=self.seed)
+            self.model.train()
+            for k, v in out.items():
+                self.log.logkv(f"val_{k}", v)
+            self.log.dumpkvs(self.step)
+        dist_util.barrier()
+        return out
+
+    def write_samples(self) -> None:
+        if self.rank == 0 and self.sample_diffusion is not None and self.mel_config is not None:
+            from improved_diffusion.sampling import sample_mels, write_sample_files
+
+            x = self.val_data if self.val_data is not None else None
+            shape = (1, *x.shape[2:]) if x is not None else None
+            if shape is None:
+                self.log.warn("no validation data: sample shape unknown, samples skipped")
+            else:
+                mels = sample_mels(
+                    self.ema_model(),
+                    self.sample_diffusion,
+                    self.num_sample_images,
+                    shape,
+                    batch_size=self.num_sample_images,
+                    use_ddim=True,
+                    seed=self.seed,
+                    progress=False,
+                    device=self.device,
+                )
+                notes = write_sample_files(
+                    self.log_dir / "samples" / f"{self.step:06d}",
+                    mels,
+                    self.mel_config,
+                    tensorboard=self.log.tensorboard(),
+                    step=self.step,
+                )
+                for note in notes:
+                    self.log.log(note)
+        dist_util.barrier()
+
+
+def log_loss_dict(log: logger_mod.Logger, diffusion, ts: torch.Tensor, losses: dict) -> None:
+    """Mean of each loss, and per timestep quartile, accumulated on the device (no sync)."""
+    quartile = (4 * ts // diffusion.num_timesteps).clamp(max=3)
+    for key, values in losses.items():
+        values = values.detach()
+        log.logkv_mean(key, values.mean())
+        for q in range(4):
+            mask = (quartile == q).to(values.dtype)
+            log.logkv_mean(f"{key}_q{q}", (values * mask).sum(), count=mask.sum())
+
+
+def _fast_adam_kwargs(device: torch.device) -> dict:
+    # fused runs one kernel for all parameters on GPU; foreach batches them elsewhere.
+    if device.type == "cuda":
+        return {"fused": True}
+    return {"foreach": True}
+
+
+def _sampler_state(sampler) -> dict | None:
+    if hasattr(sampler, "_loss_history"):
+        return {"loss_history": torch.as_tensor(sampler._loss_history), "loss_counts": torch.as_tensor(sampler._loss_counts)}
+    return None
+
+
+def _load_sampler_state(sampler, state: dict) -> None:
+    if hasattr(sampler, "_loss_history"):
+        sampler._loss_history = state["loss_history"].numpy().copy()
+        sampler._loss_counts = state["loss_counts"].numpy().copy()

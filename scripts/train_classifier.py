@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Train the evaluation classifier (pitch / instrument family / source) on a prepared mel set.
+
+  python scripts/train_classifier.py --data_dir runs/demo/mels --out runs/demo/classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.classifier import (  # noqa: E402
+    ClassifierConfig,
+    evaluate_accuracy,
+    save_classifier,
+    train_classifier,
+)
+from evaluation.mels import load_melset  # noqa: E402
+from hifigan.atomic import write_json  # noqa: E402
+from hifigan.errors import UserError, cli_main  # noqa: E402
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True, help="prepared mel set (prep_mels.py output)")
+    p.add_argument("--out", required=True, help="output folder for classifier.pt/.json")
+    p.add_argument("--max_steps", type=int, default=1500)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--crop_width", type=int, default=64)
+    p.add_argument("--channels", type=int, default=32, help="first conv width (multiple of 8)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.max_steps < 1 or a.crop_width < 16 or a.channels < 8 or a.channels % 8:
+        raise UserError("--max_steps must be >= 1, --crop_width >= 16, --channels a multiple of 8")
+    train = load_melset(a.data_dir, "train")
+    cfg = ClassifierConfig(num_mels=train.config.num_mels, crop_width=a.crop_width, channels=a.channels)
+    model = train_classifier(
+        train.mels, train.labels, train.config, cfg, a.max_steps, a.batch_size, a.lr, a.seed
+    )
+    acc = {"train": evaluate_accuracy(model, train.mels, train.labels, train.config)}
+    for split in ("test", "valid"):
+        held = load_melset(a.data_dir, split)
+        if len(held):
+            acc[split] = evaluate_accuracy(model, held.mels, held.labels, train.config)
+            break
+    info = {"data_dir": str(a.data_dir), "max_steps": a.max_steps, "seed": a.seed, "accuracy": acc}
+    save_classifier(a.out, model, train.config, info)
+    write_json(Path(a.out) / "accuracies.json", acc)
+    for split, heads in acc.items():
+        shown = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in heads.items())
+        print(f"{split} accuracy: {shown}")
+
+
+if __name__ == "__main__":
+    main()
