@@ -16,6 +16,7 @@ import soundfile as sf
 from hardening_fixtures import (
     assert_intact,
     assert_user_error,
+    known_failure,
     run_script,
     snapshot,
     temp_files,
@@ -49,6 +50,8 @@ def _truncated_header(p: Path) -> None:
     p.write_bytes(p.read_bytes()[:30])
 
 
+TRUNCATED = "WAV data shorter than its header says is read as a shorter clip, not rejected"
+ZERO = "a 0-byte file is reported as 'not readable audio (Format not recognised)', not empty"
 BAD = {
     "zero_bytes.wav": (lambda p: p.write_bytes(b""), "empty"),
     "no_frames.wav": (lambda p: write_wav(p, np.zeros(0, np.float32), 16000), "empty"),
@@ -104,6 +107,7 @@ def prepared(tmp_path_factory):
     return r, src, out
 
 
+@known_failure(TRUNCATED)
 def test_folder_run_survives_every_bad_file(prepared):
     r, _, out = prepared
     assert r.code == 0, r.err
@@ -112,7 +116,11 @@ def test_folder_run_survives_every_bad_file(prepared):
     assert sorted(manifest(out)) == sorted(GOOD)
 
 
-@pytest.mark.parametrize("name", sorted(BAD))
+def _bad_params(known: dict[str, str]):
+    return [pytest.param(n, marks=known_failure(known[n])) if n in known else n for n in sorted(BAD)]
+
+
+@pytest.mark.parametrize("name", _bad_params({"truncated_data.wav": TRUNCATED, "zero_bytes.wav": ZERO}))
 def test_bad_file_rejected_with_reason(prepared, name):
     _, _, out = prepared
     reasons = rejected(out)
@@ -151,7 +159,7 @@ def good_set(tmp_path_factory):
     return src, out
 
 
-@pytest.mark.parametrize("name", sorted(BAD))
+@pytest.mark.parametrize("name", _bad_params({"truncated_data.wav": TRUNCATED}))
 def test_strict_names_the_file_and_keeps_the_set(good_set, tmp_path, name):
     src0, out0 = good_set
     src, out = tmp_path / "in", tmp_path / "mels"
