@@ -24,6 +24,9 @@ from hifigan.errors import UserError
 from hifigan.mel_config import CLIP_RATE
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
+# Formats libsndfile reads itself: a file it cannot open is damaged, and librosa's fallback
+# (audioread probing its backends, seconds per file) would only fail slower.
+SOUNDFILE_NATIVE = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 DEFAULT_WINDOW_S = 4.0
 DEFAULT_MIN_RMS_DB = -50.0
 SPLIT_SHARES = {"valid": 0.1, "test": 0.1}
@@ -69,6 +72,19 @@ def clip_stem(rel_path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", rel_path.replace("/", "__")).replace(".", "_")
 
 
+def read_clip(path: str | os.PathLike, target_sr: int = CLIP_RATE) -> np.ndarray:
+    """A whole file as float32 mono at `target_sr` (hifigan.audio.read_audio, failing fast)."""
+    import soundfile as sf
+
+    path = Path(path)
+    if path.suffix.lower() in SOUNDFILE_NATIVE:
+        try:
+            sf.info(str(path))
+        except Exception as exc:
+            raise UserError(f"{path}: not readable audio ({exc})") from None
+    return read_audio(path, target_sr)[0]
+
+
 def rms_db(y: np.ndarray) -> float:
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
     return 20 * np.log10(max(rms, 1e-12))
@@ -98,7 +114,7 @@ def _windows_soundfile(path: Path, window_s: float, hop_s: float) -> Iterator[tu
 
 
 def _windows_whole(path: Path, window_s: float, hop_s: float) -> Iterator[tuple[int, float, np.ndarray]]:
-    y, _ = read_audio(path, CLIP_RATE)
+    y = read_clip(path, CLIP_RATE)
     win, hop = round(window_s * CLIP_RATE), max(1, round(hop_s * CLIP_RATE))
     starts = list(range(0, y.size - win + 1, hop)) if y.size >= win else [0]
     for index, start in enumerate(starts):
@@ -123,8 +139,6 @@ def file_windows(
 
         sf.info(str(path))
         gen = _windows_soundfile(path, window_s, hop_s)
-    except UserError:
-        raise
     except Exception:
         # Formats libsndfile cannot open (some mp3 builds): decode whole with librosa.
         gen = _windows_whole(path, window_s, hop_s)

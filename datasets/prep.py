@@ -199,8 +199,6 @@ def _one_clip(clip_id: str, split: str, y: np.ndarray) -> tuple[np.ndarray, bool
 def _process(job: Job) -> dict:
     """Mel(s) of one job -> {'entries', 'rejected', 'stats' {split: Stats}, counts}."""
     from datasets import folder
-    from hifigan.audio import read_audio
-
     config, opts = _W["config"], _W["opts"]
     result = {"entries": [], "rejected": [], "stats": {}, "computed": 0, "skipped": 0}
 
@@ -215,7 +213,7 @@ def _process(job: Job) -> dict:
 
     try:
         if job.id is not None:
-            y, _ = read_audio(job.path, CLIP_RATE)
+            y = folder.read_clip(job.path, CLIP_RATE)
             keep(job.id, job.split, y, job.labels)
         else:
             any_window = False
@@ -236,7 +234,9 @@ def _process(job: Job) -> dict:
 
 
 # -- packing -------------------------------------------------------------------------------
-def pack_split(out: Path, split: str, entries: list[dict], num_mels: int, dtype: str) -> int:
+def pack_split(
+    out: Path, split: str, entries: list[dict], num_mels: int, dtype: str, progress: bool = True
+) -> int:
     """Write packed/{split}.npy ([num_mels, total_frames], Fortran order so each clip's frames
     are one contiguous block) and packed/{split}.index.json; returns total frames."""
     from tqdm import tqdm
@@ -251,7 +251,7 @@ def pack_split(out: Path, split: str, entries: list[dict], num_mels: int, dtype:
     offset = 0
     with atomic_open(out / "packed" / f"{split}.npy", "wb") as f:
         np.lib.format.write_array_header_2_0(f, header)
-        for e in tqdm(entries, desc=f"pack {split}", unit="clip", leave=False):
+        for e in tqdm(entries, desc=f"pack {split}", unit="clip", leave=False, disable=not progress):
             mel = np.load(out / split / f"{e['id']}.npy")
             f.write(np.ascontiguousarray(mel.T, dtype=dtype).tobytes())
             ids.append(e["id"])
@@ -303,7 +303,9 @@ def prepare(
     if not config_path.is_file():
         config.save(config_path)
 
-    t0 = time.perf_counter()
+    from datasets.timing import cpu_seconds
+
+    t0, c0 = time.perf_counter(), cpu_seconds()
     entries: list[dict] = []
     rejected: list[dict] = []
     stats: dict[str, Stats] = {}
@@ -311,8 +313,11 @@ def prepare(
     workers = max(1, int(workers))
     init = (config, str(out), options)
     bar = tqdm(total=len(jobs), desc=f"mels ({mode})", unit="file", disable=not progress)
+    import torch
+
+    threads = torch.get_num_threads()
     if workers == 1:
-        _worker_init(*init)
+        _worker_init(*init)  # sets one torch thread; restored below
         results, pool = map(_process, jobs), None
     else:
         pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=init)
@@ -329,10 +334,12 @@ def prepare(
                 stats.setdefault(split, Stats(config.num_mels)).merge(st)
     finally:
         bar.close()
+        torch.set_num_threads(threads)
         if pool is not None:
             pool.close()
             pool.join()
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - c0  # pool workers are joined, so their CPU time is counted
 
     entries.sort(key=lambda e: (SPLITS.index(e["split"]), e["id"]))
     ids = [e["id"] for e in entries]
@@ -357,7 +364,7 @@ def prepare(
         for split in SPLITS:
             split_entries = [e for e in entries if e["split"] == split]
             if split_entries:
-                packed[split] = pack_split(out, split, split_entries, config.num_mels, pack_dtype)
+                packed[split] = pack_split(out, split, split_entries, config.num_mels, pack_dtype, progress)
     summary = {
         "mode": mode,
         "files": len(jobs),
@@ -370,6 +377,8 @@ def prepare(
         "seconds": seconds,
         "clips_per_s": len(entries) / seconds if seconds > 0 else float("inf"),
         "computed_per_s": computed / seconds if seconds > 0 else float("inf"),
+        "cpu_seconds": cpu,
+        "clips_per_cpu_s": len(entries) / cpu if cpu > 0 else float("inf"),
         "packed_frames": packed,
     }
     if strict and rejected:

@@ -66,6 +66,7 @@ class TrainLoop:
         sample_interval: int = 0,
         sample_diffusion=None,
         num_sample_images: int = 4,
+        sample_wav: bool = True,
         mel_config=None,
         logger: logger_mod.Logger | None = None,
         progress: bool = True,
@@ -104,6 +105,7 @@ class TrainLoop:
         self.sample_interval = sample_interval
         self.sample_diffusion = sample_diffusion
         self.num_sample_images = num_sample_images
+        self.sample_wav = sample_wav
         self.mel_config = mel_config
         self.progress = progress
 
@@ -377,7 +379,11 @@ class TrainLoop:
 
     def write_samples(self) -> None:
         if self.rank == 0 and self.sample_diffusion is not None and self.mel_config is not None:
-            from improved_diffusion.sampling import sample_mels, write_sample_files
+            from improved_diffusion.sampling import (
+                sample_mels,
+                write_sample_files,
+                write_sample_wavs,
+            )
 
             x = self.val_data if self.val_data is not None else None
             shape = (1, *x.shape[2:]) if x is not None else None
@@ -395,15 +401,16 @@ class TrainLoop:
                     progress=False,
                     device=self.device,
                 )
-                notes = write_sample_files(
-                    self.log_dir / "samples" / f"{self.step:06d}",
-                    mels,
-                    self.mel_config,
-                    tensorboard=self.log.tensorboard(),
-                    step=self.step,
-                )
-                for note in notes:
-                    self.log.log(note)
+                out_dir = self.log_dir / "samples" / f"{self.step:06d}"
+                tb = self.log.tensorboard()
+                write_sample_files(out_dir, mels, self.mel_config, wav=False, tensorboard=tb, step=self.step)
+                if self.sample_wav:
+                    try:
+                        notes = write_sample_wavs(out_dir, mels, self.mel_config, tensorboard=tb, step=self.step)
+                    except Exception as exc:  # a preview must never end a training run
+                        notes = [f"no preview WAVs at step {self.step}: {type(exc).__name__}: {exc}"]
+                    for note in notes:
+                        self.log.log(note)
         dist_util.barrier()
 
 
@@ -435,3 +442,146 @@ def _load_sampler_state(sampler, state: dict) -> None:
     if hasattr(sampler, "_loss_history"):
         sampler._loss_history = state["loss_history"].numpy().copy()
         sampler._loss_counts = state["loss_counts"].numpy().copy()
+
+
+# -- the mel_train.py run: flags -> model, data, loop ---------------------------------------------
+def training_defaults() -> dict[str, Any]:
+    """Training flags (upstream's plus the mel additions); with model_and_diffusion_defaults()
+    they are mel_train.py's flags and the contents of args.json."""
+    return dict(
+        data_dir="",
+        log_dir="",
+        schedule_sampler="uniform",
+        lr=1e-4,
+        weight_decay=0.0,
+        lr_anneal_steps=0,
+        batch_size=1,
+        microbatch=-1,
+        ema_rate="0.9999",
+        log_interval=10,
+        save_interval=10000,
+        resume_checkpoint="",
+        use_fp16=False,
+        fp16_scale_growth=1e-3,
+        max_steps=0,
+        precision="fp32",
+        grad_clip=0.0,
+        val_interval=1000,
+        val_samples=64,
+        sample_interval=5000,
+        sample_count=4,
+        sample_wav=True,
+        seed=0,
+        keep_checkpoints=0,
+        num_workers=2,
+        max_bad_steps=10,
+    )
+
+
+def default_log_dir() -> str:
+    return time.strftime("runs/%Y%m%d-%H%M%S")
+
+
+def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
+    """Everything mel_train.py does after parsing flags; resumes when log_dir has checkpoints."""
+    from datasets.melset import MelSet
+    from improved_diffusion.evaluate import melset_windows
+    from improved_diffusion.image_datasets import load_data
+    from improved_diffusion.resample import create_named_schedule_sampler
+    from improved_diffusion.script_util import (
+        create_gaussian_diffusion,
+        create_model_and_diffusion,
+        model_and_diffusion_defaults,
+    )
+
+    dist_util.setup_dist()
+    args = dict(args)
+    if not args["data_dir"]:
+        raise UserError("--data_dir: required (a folder made by scripts/prep_mels.py)")
+    # Every rank must use rank 0's timestamped folder.
+    args["log_dir"] = dist_util.broadcast_object(args["log_dir"] or default_log_dir())
+    log_dir = Path(args["log_dir"])
+    if args["use_fp16"]:
+        args["precision"] = "fp16"
+    for name in ("batch_size", "max_steps", "crop_width", "num_workers", "keep_checkpoints", "val_samples"):
+        if int(args[name]) < (1 if name in ("batch_size", "crop_width") else 0):
+            raise UserError(f"--{name}: must be {'positive' if name in ('batch_size', 'crop_width') else '>= 0'}, got {args[name]}")
+    if args["precision"] not in PRECISIONS:
+        raise UserError(f"--precision: unknown value {args['precision']!r}; choose one of {list(PRECISIONS)}")
+
+    model_keys = list(model_and_diffusion_defaults())
+    if (log_dir / ckpt.ARGS_FILE).is_file():
+        stored, _ = ckpt.read_args(log_dir)
+        ckpt.require_same_flags(stored, args, [*model_keys, "seed"], f"{log_dir / ckpt.ARGS_FILE}")
+
+    train_set = MelSet(args["data_dir"], "train")
+    config = train_set.config
+    if config.num_mels != args["num_mels"]:
+        raise UserError(
+            f"--num_mels {args['num_mels']}: the mel set {args['data_dir']} has {config.num_mels} mel bins; "
+            f"pass --num_mels {config.num_mels}"
+        )
+    torch.manual_seed(args["seed"])  # same initial weights for the same seed
+    model, diffusion = create_model_and_diffusion(**{k: args[k] for k in model_keys})
+    sample_diffusion = create_gaussian_diffusion(
+        steps=args["diffusion_steps"],
+        learn_sigma=args["learn_sigma"],
+        sigma_small=args["sigma_small"],
+        noise_schedule=args["noise_schedule"],
+        use_kl=args["use_kl"],
+        predict_xstart=args["predict_xstart"],
+        rescale_timesteps=args["rescale_timesteps"],
+        rescale_learned_sigmas=args["rescale_learned_sigmas"],
+        timestep_respacing=f"ddim{min(50, args['diffusion_steps'])}",
+    )
+    log = logger_mod.configure(log_dir)
+    data = load_data(
+        data_dir=args["data_dir"],
+        batch_size=args["batch_size"],
+        crop_width=args["crop_width"],
+        class_cond=args["class_cond"],
+        num_workers=args["num_workers"],
+        seed=args["seed"],
+        mel_config=config,
+    )
+    if dist_util.is_main():
+        ckpt.write_args(log_dir, args, config)
+    val_set = MelSet(args["data_dir"], "valid")
+    val_data = melset_windows(val_set, args["crop_width"], args["val_samples"]) if len(val_set) else None
+    log.log(f"training in {log_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+            f"{len(train_set)} training clips, {dist_util.get_world_size()} process(es)")
+    loop = TrainLoop(
+        model=model,
+        diffusion=diffusion,
+        data=data,
+        batch_size=args["batch_size"],
+        microbatch=args["microbatch"],
+        lr=args["lr"],
+        ema_rate=args["ema_rate"],
+        log_interval=args["log_interval"],
+        save_interval=args["save_interval"],
+        resume_checkpoint=args["resume_checkpoint"],
+        precision=args["precision"],
+        fp16_scale_growth=args["fp16_scale_growth"],
+        schedule_sampler=create_named_schedule_sampler(args["schedule_sampler"], diffusion),
+        weight_decay=args["weight_decay"],
+        lr_anneal_steps=args["lr_anneal_steps"],
+        max_steps=args["max_steps"],
+        grad_clip=args["grad_clip"],
+        seed=args["seed"],
+        log_dir=str(log_dir),
+        keep_checkpoints=args["keep_checkpoints"],
+        max_bad_steps=args["max_bad_steps"],
+        val_data=val_data,
+        val_interval=args["val_interval"],
+        sample_interval=args["sample_interval"],
+        sample_diffusion=sample_diffusion,
+        num_sample_images=args["sample_count"],
+        sample_wav=args["sample_wav"],
+        mel_config=config,
+        logger=log,
+        progress=progress,
+    )
+    loop.run_loop()
+    log.close()
+    return loop

@@ -51,7 +51,8 @@ def main(argv=None) -> None:
     print(f"{r['clips']} clips from {r['files']} {r['mode']} files (train {s['train']}, valid "
           f"{s['valid']}, test {s['test']}): {r['computed']} computed, {r['skipped']} already "
           f"done, {r['rejected']} rejected; {r['clips_per_s']:.0f} clips/s "
-          f"({r['computed_per_s']:.0f} computed/s) in {r['seconds']:.1f} s -> {args.output}")
+          f"({r['computed_per_s']:.0f} computed/s, {r['clips_per_cpu_s']:.0f} per CPU-second) "
+          f"in {r['seconds']:.1f} s -> {args.output}")
     for rej in r["rejected_files"][:10]:
         print(f"  rejected {rej['file']}: {rej['reason']}")
     if r["rejected"] > 10:

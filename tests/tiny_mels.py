@@ -41,3 +41,35 @@ def make_melset(
     (root / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
     (root / "mel_config.json").write_text(config.to_json())
     return root
+
+
+# A tiny model: 32 channels (GroupNorm needs 32), one res block, two levels, no attention,
+# 20 cosine-schedule steps (a 20-step linear schedule reaches beta = 1).
+TINY_MODEL = dict(
+    num_channels=32,
+    num_res_blocks=1,
+    channel_mult="1,2",
+    attention_resolutions="",
+    num_mels=16,
+    crop_width=16,
+    diffusion_steps=20,
+    noise_schedule="cosine",
+)
+
+
+def tiny_train_args(data_dir, log_dir, **overrides) -> dict:
+    """Every mel_train.py flag at its default, with a tiny model and quick intervals."""
+    from improved_diffusion.script_util import model_and_diffusion_defaults
+    from improved_diffusion.train_util import training_defaults
+
+    args = {**model_and_diffusion_defaults(), **training_defaults(), **TINY_MODEL}
+    args.update(
+        data_dir=str(data_dir), log_dir=str(log_dir), batch_size=4, lr=1e-3, max_steps=6,
+        save_interval=3, log_interval=3, val_interval=0, sample_interval=0, num_workers=0,
+    )
+    args.update(overrides)
+    return args
+
+
+def to_flags(args: dict) -> list[str]:
+    return [x for k, v in args.items() for x in (f"--{k}", str(v))]

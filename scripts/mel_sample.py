@@ -1,0 +1,54 @@
+"""Sample log-mel spectrograms from a checkpoint of mel_train.py (flags come from its args.json).
+
+    python scripts/mel_sample.py --model_path runs/x/ema_0.9999_000100.pt --out_dir samples --num_samples 16
+
+Writes sample_{i:05d}.npy (log-mel [num_mels, W]), .png, .wav (HiFi-GAN, or *_griffinlim.wav
+for the fallback), upstream's samples_NxCxHxW.npz (arr_0, normalised [-1, 1]) and mel_config.json.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hifigan.errors import cli_main  # noqa: E402
+from improved_diffusion.sampling import sample_from_checkpoint  # noqa: E402
+from improved_diffusion.script_util import model_and_diffusion_defaults, str2bool  # noqa: E402
+
+
+def create_argparser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", required=True, help="ema_*/model*.pt file or a run dir (latest)")
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--num_samples", type=int, default=16)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--use_ddim", type=str2bool, default=True)
+    p.add_argument("--use_ema", type=str2bool, default=None, help="default: EMA, or the file given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wav", type=str2bool, default=True, help="write WAVs with a vocoder")
+    p.add_argument("--griffin_lim", action="store_true", help="vocode with Griffin-Lim")
+    p.add_argument("--vocoder", default=None, help="HiFi-GAN checkpoint (default: one matching the mels)")
+    # Model flags are read from args.json; given here they must agree (timestep_respacing
+    # and other sampling flags may differ). Default timestep_respacing: ddim50.
+    for k, v in model_and_diffusion_defaults().items():
+        p.add_argument(f"--{k}", type=str2bool if isinstance(v, bool) else type(v), default=None)
+    return p
+
+
+@cli_main
+def main() -> None:
+    args = vars(create_argparser().parse_args())
+    overrides = {k: args[k] for k in model_and_diffusion_defaults()}
+    samples, notes = sample_from_checkpoint(
+        args["model_path"], args["out_dir"], args["num_samples"], batch_size=args["batch_size"],
+        use_ddim=args["use_ddim"], use_ema=args["use_ema"], seed=args["seed"], overrides=overrides,
+        wav=args["wav"], griffin_lim=args["griffin_lim"], vocoder_checkpoint=args["vocoder"],
+    )
+    for note in notes:
+        print(note)
+    print(f"wrote {len(samples)} samples to {args['out_dir']}")
+
+
+if __name__ == "__main__":
+    main()

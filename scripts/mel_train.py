@@ -1,0 +1,38 @@
+"""Train a diffusion model on a prepared mel set (resumes automatically in the same --log_dir).
+
+    python scripts/mel_train.py --data_dir mels --log_dir runs/x --max_steps 1000 \
+        --num_channels 64 --num_res_blocks 1 --batch_size 16 --crop_width 64
+
+Flags: every key of model_and_diffusion_defaults() and training_defaults(); upstream's
+image_train.py flags keep working. Run under mpiexec -n N or torchrun for several processes.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hifigan.errors import cli_main  # noqa: E402
+from improved_diffusion import dist_util  # noqa: E402
+from improved_diffusion.script_util import add_dict_to_argparser, model_and_diffusion_defaults  # noqa: E402
+from improved_diffusion.train_util import train_from_args, training_defaults  # noqa: E402
+
+
+def create_argparser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dict_to_argparser(parser, {**model_and_diffusion_defaults(), **training_defaults()})
+    return parser
+
+
+@cli_main
+def main() -> None:
+    args = vars(create_argparser().parse_args())
+    loop = train_from_args(args)
+    if dist_util.is_main():
+        print(f"done: step {loop.step}, checkpoints in {loop.log_dir}")
+    dist_util.cleanup()
+
+
+if __name__ == "__main__":
+    main()

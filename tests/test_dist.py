@@ -1,0 +1,76 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_mels import make_melset
+
+from improved_diffusion import dist_util
+
+WORKER = Path(__file__).resolve().parent / "dist_worker.py"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+
+
+@pytest.fixture(scope="module")
+def mels(tmp_path_factory):
+    return make_melset(tmp_path_factory.mktemp("dist") / "m")
+
+
+def _clean_env():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MPI_", "HYD")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _check_replicas(out: Path, run: Path):
+    infos = [json.loads((out / f"info{r}.json").read_text()) for r in range(2)]
+    assert [i["rank"] for i in infos] == [0, 1]
+    assert all(i["world_size"] == 2 and i["step"] == 4 and i["backend"] == "gloo" for i in infos)
+    a, b = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    saved = torch.load(run / "model000004.pt", weights_only=True)
+    assert all(torch.equal(a[k], saved[k]) for k in a)
+    # the weights moved, and the two ranks read different shards
+    assert not torch.equal(*(torch.load(out / f"batch{r}.pt", weights_only=True) for r in range(2)))
+    assert (run / "args.json").is_file() and len(list(run.glob("log.txt"))) == 1
+
+
+@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec next to the Python interpreter")
+def test_mpiexec_two_ranks_identical(mels, tmp_path):
+    out, run = tmp_path / "out", tmp_path / "run"
+    out.mkdir()
+    cmd = [str(MPIEXEC), "-n", "2", sys.executable, str(WORKER), str(mels), str(run), str(out)]
+    done = subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_replicas(out, run)
+
+
+def test_torchrun_two_ranks_identical(mels, tmp_path):
+    out, run = tmp_path / "out", tmp_path / "run"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(WORKER), str(mels), str(run), str(out)]
+    done = subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_replicas(out, run)
+
+
+def test_single_process_needs_no_group_nor_mpi(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALRANKID"):
+        monkeypatch.delenv(k, raising=False)
+    # any import of mpi4py now fails: setup_dist must not need it outside mpiexec
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    dist_util.setup_dist()
+    assert not torch.distributed.is_initialized()
+    assert (dist_util.get_rank(), dist_util.get_world_size(), dist_util.dev().type) == (0, 1, "cpu")
+    assert dist_util.broadcast_object({"a": 1}) == {"a": 1}
+    monkeypatch.setenv("PMI_RANK", "0")
+    assert dist_util.launched_by_mpi()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert dist_util.launched_by_torchrun() and not dist_util.launched_by_mpi()

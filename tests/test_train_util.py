@@ -1,0 +1,191 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_mels import make_melset, tiny_train_args, to_flags
+
+from hifigan.errors import UserError
+from improved_diffusion import checkpoint as ckpt
+from improved_diffusion.evaluate import batch_losses
+from improved_diffusion.image_datasets import load_data
+from improved_diffusion.logger import Logger
+from improved_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults
+from improved_diffusion.train_util import TrainLoop, train_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The CI box has 2 shared cores; one thread is faster than two fighting other processes.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def mels(tmp_path_factory):
+    return make_melset(tmp_path_factory.mktemp("mels") / "m")
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _tiny_model(args):
+    torch.manual_seed(0)
+    keys = model_and_diffusion_defaults().keys()
+    return create_model_and_diffusion(**{k: args[k] for k in keys})
+
+
+def test_loss_decreases_on_fixed_batch(mels, tmp_path):
+    args = tiny_train_args(mels, tmp_path / "run")
+    model, diffusion = _tiny_model(args)
+    x, _ = next(load_data(data_dir=mels, batch_size=8, crop_width=16, num_workers=0))
+    before = batch_losses(model, diffusion, x, seed=1)["loss"]
+
+    def fixed():
+        while True:
+            yield x, {}
+
+    loop = TrainLoop(model=model, diffusion=diffusion, data=fixed(), batch_size=8, lr=2e-3,
+                     ema_rate="0.9", log_interval=10, save_interval=1000, max_steps=40,
+                     log_dir=str(tmp_path / "run"), progress=False)
+    loop.run_loop()
+    after = batch_losses(model, diffusion, x, seed=1)["loss"]
+    assert after < 0.6 * before, (before, after)
+    assert (tmp_path / "run" / "model000040.pt").is_file()
+
+
+def test_checkpoint_names_keep_last_and_args(mels, tmp_path):
+    run = tmp_path / "run"
+    train_from_args(tiny_train_args(mels, run, max_steps=8, save_interval=2, keep_checkpoints=2,
+                                    ema_rate="0.9,0.99"), progress=False)
+    names = sorted(p.name for p in run.glob("*.pt"))
+    assert names == [
+        "ema_0.99_000006.pt", "ema_0.99_000008.pt", "ema_0.9_000006.pt", "ema_0.9_000008.pt",
+        "model000006.pt", "model000008.pt", "opt000006.pt", "opt000008.pt",
+    ]
+    args, config = ckpt.read_args(run)
+    assert args["max_steps"] == 8 and args["num_channels"] == 32 and config.num_mels == 16
+    assert "progress.csv" in os.listdir(run) and "log.txt" in os.listdir(run)
+    assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+    # EMA with rate 0.9 moved further from the start than 0.99, and both differ from the model
+    m, e9, e99 = (_state(run / n) for n in ("model000008.pt", "ema_0.9_000008.pt", "ema_0.99_000008.pt"))
+    k = "out.2.weight" if "out.2.weight" in m else next(iter(m))
+    assert not torch.equal(m[k], e9[k]) and not torch.equal(e9[k], e99[k])
+    opt = _state(run / "opt000008.pt")
+    assert opt["step"] == 8 and "opt" in opt and "scaler" in opt
+
+
+def test_resume_equals_uninterrupted(mels, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_from_args(tiny_train_args(mels, full, max_steps=6), progress=False)
+    train_from_args(tiny_train_args(mels, part, max_steps=3), progress=False)
+    # The same command with a later --max_steps continues from model000003.pt
+    loop = train_from_args(tiny_train_args(mels, part, max_steps=6), progress=False)
+    assert loop.step == 6
+    for name in ("model000006.pt", "ema_0.9999_000006.pt"):
+        _assert_same(_state(full / name), _state(part / name))
+    assert _state(full / "opt000006.pt")["opt"]["state"].keys() == _state(part / "opt000006.pt")["opt"]["state"].keys()
+
+
+def test_changed_model_flag_in_same_run_dir_refused(mels, tmp_path):
+    run = tmp_path / "run"
+    train_from_args(tiny_train_args(mels, run, max_steps=1, save_interval=1), progress=False)
+    with pytest.raises(UserError, match=r"--num_res_blocks 2 contradicts .*num_res_blocks=1"):
+        train_from_args(tiny_train_args(mels, run, max_steps=2, num_res_blocks=2), progress=False)
+
+
+def test_sigkill_then_rerun_reaches_same_params(mels, tmp_path):
+    args = dict(max_steps=12, save_interval=2, log_interval=2, num_workers=1)
+    train_from_args(tiny_train_args(mels, tmp_path / "ref", **args), progress=False)
+    run = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "scripts" / "mel_train.py"),
+           *to_flags(tiny_train_args(mels, run, **args))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "model000004.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    latest = ckpt.find_latest(run, [0.9999])
+    assert latest is not None and latest < 12
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from {run / ckpt.model_name(latest)}" in (run / "log.txt").read_text()
+    for name in ("model000012.pt", "ema_0.9999_000012.pt"):
+        _assert_same(_state(tmp_path / "ref" / name), _state(run / name))
+
+
+class _Batches:
+    """Real batches, with NaN at chosen steps and an optional signal sent at one step."""
+
+    def __init__(self, data, nan_steps=(), signal_at=None):
+        self.data, self.nan_steps, self.signal_at, self.i = data, set(nan_steps), signal_at, 0
+
+    def __next__(self):
+        x, cond = next(self.data)
+        if self.i == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if self.i in self.nan_steps or "all" in self.nan_steps:
+            x = torch.full_like(x, float("nan"))
+        self.i += 1
+        return x, cond
+
+
+def _loop(mels, tmp_path, batches, **kw):
+    args = tiny_train_args(mels, tmp_path)
+    model, diffusion = _tiny_model(args)
+    data = load_data(data_dir=mels, batch_size=4, crop_width=16, num_workers=0)
+    return TrainLoop(model=model, diffusion=diffusion, data=_Batches(data, **batches), batch_size=4,
+                     lr=1e-3, log_interval=2, log_dir=str(tmp_path), progress=False,
+                     logger=Logger(tmp_path, formats=("log",)), **kw)
+
+
+def test_nan_steps_skipped_then_stop(mels, tmp_path):
+    loop = _loop(mels, tmp_path / "a", {"nan_steps": (2, 3)}, save_interval=100, max_steps=5, max_bad_steps=3)
+    for _ in range(2):
+        loop.run_step(*next(loop.data))
+    before = [p.detach().clone() for p in loop.params]
+    ema_before = [e.clone() for e in loop.ema_params[0]]
+    for _ in range(2):
+        loop.run_step(*next(loop.data))
+    assert loop.bad_steps == 2 and loop.step == 4
+    assert all(torch.equal(a, b) for a, b in zip(before, loop.params))
+    assert all(torch.equal(a, b) for a, b in zip(ema_before, loop.ema_params[0]))
+    loop.run_step(*next(loop.data))  # a finite batch trains again
+    assert loop.bad_steps == 0 and not torch.equal(before[0], loop.params[0])
+    assert all(torch.isfinite(p).all() for p in loop.params)
+
+    stop = _loop(mels, tmp_path / "b", {"nan_steps": ("all",)}, save_interval=2, max_steps=50, max_bad_steps=3)
+    stop.save()  # a good checkpoint at step 0 must survive the failure
+    good = _state(tmp_path / "b" / "model000000.pt")
+    with pytest.raises(UserError, match="3 consecutive steps with non-finite"):
+        stop.run_loop()
+    # steps 1-2 were skipped, step 2 saved unchanged weights, step 3 stopped the run
+    _assert_same(good, _state(tmp_path / "b" / "model000002.pt"))
+    assert not (tmp_path / "b" / "model000003.pt").exists()
+
+
+def test_sigterm_saves_and_exits(mels, tmp_path):
+    loop = _loop(mels, tmp_path, {"signal_at": 2}, save_interval=100, max_steps=50)
+    loop.run_loop()
+    assert loop.step == 3 and loop.stop_signal == signal.SIGTERM
+    assert ckpt.find_latest(tmp_path, [0.9999]) == 3
+    assert "stopped by signal" in (tmp_path / "log.txt").read_text()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
