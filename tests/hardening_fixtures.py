@@ -35,8 +35,9 @@ FORCE_SUBPROCESS = os.environ.get("HARDENING_SUBPROCESS") == "1"
 TINY_NUM_MELS = 16
 TINY_STEPS = 4
 TINY_MODEL_FLAGS = [
-    "--num_channels", "16", "--num_res_blocks", "1", "--channel_mult", "1,2",
+    "--num_channels", "32", "--num_res_blocks", "1", "--channel_mult", "1,2",
     "--crop_width", "16", "--num_mels", str(TINY_NUM_MELS), "--diffusion_steps", "10",
+    "--noise_schedule", "cosine",
     "--attention_resolutions", "",
 ]
 TINY_TRAIN_FLAGS = [

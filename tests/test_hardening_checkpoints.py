@@ -27,10 +27,12 @@ from hardening_fixtures import (
     tiny_mel_config,
 )
 
+TORCH_LOAD = "dist_util.load_state_dict lets torch.load's error escape (traceback)"
+
 
 def sample(run_or_file: Path, out: Path, *extra, subprocess_: bool = False):
     return run_script("mel_sample.py", "--model_path", run_or_file, "--num_samples", 2,
-                      "--batch_size", 2, "--output_dir", out, *extra, subprocess_=subprocess_)
+                      "--batch_size", 2, "--out_dir", out, "--wav", "False", *extra, subprocess_=subprocess_)
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
@@ -48,6 +50,7 @@ def old_samples(out: Path) -> dict[str, str]:
 # -- diffusion checkpoints ---------------------------------------------------------------------------
 @needs("mel_sample.py", "mel_train.py")
 @pytest.mark.parametrize("which", ["model", "ema"])
+@known_failure(TORCH_LOAD)
 def test_sample_truncated_checkpoint(tiny_run, tmp_path, which):
     run = copy_run(tiny_run, tmp_path / "run")
     name = f"model{TINY_STEPS:06d}.pt" if which == "model" else f"ema_0.9999_{TINY_STEPS:06d}.pt"
@@ -60,6 +63,7 @@ def test_sample_truncated_checkpoint(tiny_run, tmp_path, which):
 
 
 @needs("mel_sample.py", "mel_train.py")
+@known_failure(TORCH_LOAD)
 def test_sample_truncated_checkpoint_in_a_real_process(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     name = f"ema_0.9999_{TINY_STEPS:06d}.pt"
@@ -73,6 +77,7 @@ def test_sample_truncated_checkpoint_in_a_real_process(tiny_run, tmp_path):
 
 
 @needs("mel_sample.py", "mel_train.py")
+@known_failure(TORCH_LOAD)
 def test_sample_not_a_checkpoint_at_all(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     name = f"model{TINY_STEPS:06d}.pt"
@@ -83,7 +88,7 @@ def test_sample_not_a_checkpoint_at_all(tiny_run, tmp_path):
 
 @needs("mel_sample.py", "mel_train.py")
 def test_sample_weights_of_another_architecture(tiny_run, tmp_path):
-    """args.json says 16 channels; the weights come from a 32-channel model."""
+    """args.json says 32 channels; the weights come from a 64-channel model."""
     from improved_diffusion.script_util import (
         create_model_and_diffusion,
         model_and_diffusion_defaults,
@@ -92,7 +97,7 @@ def test_sample_weights_of_another_architecture(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     args = json.loads((run / "args.json").read_text())
     flags = {k: args[k] for k in model_and_diffusion_defaults()}
-    flags["num_channels"] = 32
+    flags["num_channels"] = 64
     model, _ = create_model_and_diffusion(**flags)
     name = f"model{TINY_STEPS:06d}.pt"
     torch.save(model.state_dict(), run / name)
@@ -120,9 +125,9 @@ def test_sample_without_args_json(tiny_run, tmp_path):
 
 @needs("mel_sample.py", "mel_train.py")
 def test_sample_flag_contradicts_args_json(tiny_run, tmp_path):
-    r = sample(tiny_run, tmp_path / "samples", "--num_channels", 32)
+    r = sample(tiny_run, tmp_path / "samples", "--num_channels", 64)
     line = assert_user_error(r, "--num_channels")
-    assert "32" in line and "16" in line
+    assert "64" in line and "32" in line
 
 
 @needs("mel_train.py")
@@ -137,6 +142,7 @@ def test_train_resume_flag_contradicts_args_json(tiny_run, tmp_path):
 
 
 @needs("mel_train.py")
+@known_failure(TORCH_LOAD)
 def test_train_resume_from_truncated_latest_checkpoint(tiny_run, tmp_path):
     """The newest model file is damaged: a clear error naming it, and the older steps stay."""
     run = copy_run(tiny_run, tmp_path / "run")

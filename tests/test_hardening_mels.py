@@ -20,6 +20,7 @@ from hardening_fixtures import (
     assert_user_error,
     bad_mels,
     copy_run,
+    known_failure,
     make_hifigan,
     needs,
     run_script,
@@ -29,6 +30,8 @@ from hardening_fixtures import (
 )
 
 BAD = bad_mels(TINY_NUM_MELS)
+# Written by every mel_train.py start (logs, and args.json with this run's --data_dir).
+RUN_LOGS = ("args.json", "log.txt", "progress.csv")
 
 
 def mel_dir(root: Path, bad: str | None = None, with_config: bool = True) -> Path:
@@ -122,19 +125,30 @@ def train(data: Path, log_dir: Path, *extra, steps: int = 2, subprocess_: bool =
                       *TINY_TRAIN_FLAGS, *extra, subprocess_=subprocess_)
 
 
+INT_MEL = "datasets.melset.MelSet.load casts an int mel to float instead of refusing it"
+EMPTY_MEL = "MelSet.load says 'mel has shape (16, 0)', not that the mel is empty"
+
+
 @needs("mel_train.py")
-@pytest.mark.parametrize("bad", ["nan", "wrong_bins", "int_dtype", "empty", "zero_bytes"])
+@pytest.mark.parametrize("bad", [
+    "nan", "wrong_bins", "zero_bytes",
+    pytest.param("int_dtype", marks=known_failure(INT_MEL)),
+    pytest.param("empty", marks=known_failure(EMPTY_MEL)),
+])
 def test_train_bad_mel_file(tiny_melset, tiny_run, tmp_path, bad):
-    """Resuming a run on a set with one broken train mel: one line naming it, run intact."""
+    """Resuming a run on a set with one broken train mel: one line naming it, run intact.
+
+    The file is met mid-run, so args.json records the new --data_dir; checkpoints stay."""
     data = broken_set(tiny_melset, tmp_path / "mels", bad=bad)
     run = copy_run(tiny_run, tmp_path / "run")
     before = snapshot(run)
     r = train(data, run, steps=8)
     assert_user_error(r, "train_000.npy", BAD[bad][1])
-    assert_intact(before, run, may_change=("log.txt", "progress.csv"))
+    assert_intact(before, run, may_change=RUN_LOGS)
 
 
 @needs("mel_train.py")
+@known_failure("a UserError raised in a DataLoader worker is printed with the worker's traceback")
 def test_train_bad_mel_read_by_a_loader_worker(tiny_melset, tmp_path):
     """The same error when a DataLoader worker process meets the file (no worker traceback)."""
     data = broken_set(tiny_melset, tmp_path / "mels", bad="nan")
@@ -152,6 +166,7 @@ def test_train_set_without_metadata(tiny_melset, tmp_path, drop):
 
 
 @needs("mel_train.py")
+@known_failure("mel_train resume compares the set's config with itself, not with args.json's")
 def test_train_resume_on_a_set_with_another_config(tiny_melset, tiny_run, tmp_path):
     data = broken_set(tiny_melset, tmp_path / "mels", fmax=7000.0)
     run = copy_run(tiny_run, tmp_path / "run")
@@ -159,14 +174,18 @@ def test_train_resume_on_a_set_with_another_config(tiny_melset, tiny_run, tmp_pa
     r = train(data, run, steps=8)
     line = assert_user_error(r, "fmax")
     assert "7000" in line and "8000" in line
-    assert_intact(before, run, may_change=("log.txt", "progress.csv"))
+    assert_intact(before, run)
+
+
+def nll(run: Path, data: Path, out: Path):
+    return run_script("mel_nll.py", "--model_path", run, "--data_dir", data, "--split", "test",
+                      "--num_samples", 1, "--bpd", "False", "--out", out)
 
 
 @needs("mel_nll.py")
 def test_nll_on_a_set_with_another_config(tiny_melset, tiny_run, tmp_path):
     data = broken_set(tiny_melset, tmp_path / "mels", mel_min=-11.0)
-    out = tmp_path / "nll"
-    r = run_script("mel_nll.py", "--model_path", tiny_run, "--data_dir", data, "--output_dir", out)
+    r = nll(tiny_run, data, tmp_path / "nll.json")
     line = assert_user_error(r, "mel_min")
     assert "-11" in line and "-12" in line
 
@@ -178,6 +197,5 @@ def test_nll_on_a_bad_mel(tiny_melset, tiny_run, tmp_path):
     path = data / "test" / "test_000.npy"
     path.unlink()
     write_bad_mel(path, BAD["inf"][0])
-    r = run_script("mel_nll.py", "--model_path", tiny_run, "--data_dir", data, "--split", "test",
-                   "--output_dir", tmp_path / "nll")
+    r = nll(tiny_run, data, tmp_path / "nll.json")
     assert_user_error(r, "test_000.npy", "inf")
