@@ -102,12 +102,12 @@ def assert_same_melset(a: Path, b: Path) -> None:
 
 @known_failure(STALE_TMP)
 def test_prep_killed_at_random_moments(clips, tmp_path):
-    from datasets.prep import prepare
+    from datasets.prep import Options, prepare
     from hifigan.mel_config import MelConfig
 
     # The reference in this process: a clip's mel does not depend on the number of workers.
     ref = tmp_path / "ref"
-    prepare(clips, ref, MelConfig.from_preset("16k"), workers=1, progress=False)
+    prepare(clips, ref, MelConfig.from_preset("16k"), workers=1, options=Options(window_s=1.0), progress=False)
     out = tmp_path / "mels"
     rng = np.random.default_rng(20261126)
     for attempt in range(2):
