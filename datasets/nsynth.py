@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -97,7 +98,7 @@ def fetch(url: str, dest: Path, retries: int = 3, progress: bool = True, timeout
                 last_error = exc
                 continue
             raise UserError(f"{url}: HTTP {exc.code} {exc.reason}; check --base_url") from None
-        except (OSError, ConnectionError, urllib.error.URLError) as exc:
+        except (OSError, http.client.HTTPException, urllib.error.URLError) as exc:
             last_error = exc
     raise UserError(
         f"{url}: download interrupted ({last_error}); {part} keeps the bytes so far, "
@@ -185,6 +186,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, progress: 
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
             os.replace(staging / name, target)
         return tops
+    except tarfile.FilterError as exc:
+        raise UserError(f"{archive}: refuses member ({exc}); the archive is unsafe") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise UserError(f"{archive}: not a readable tar archive ({exc}); delete it and download again") from None
     finally:
