@@ -198,8 +198,10 @@ class SDPAttention(nn.Module):
     def forward(self, qkv: th.Tensor) -> th.Tensor:
         b, width, length = qkv.shape
         ch = width // (3 * self.num_heads)
-        # [B, H, 3C, T] -> [B, H, T, 3C]; q, k, v are then [B, H, T, C].
-        qkv = qkv.reshape(b, self.num_heads, 3 * ch, length).transpose(-1, -2)
+        # [B, H, 3C, T] -> [B, H, T, 3C]; q, k, v are then [B, H, T, C]. The copy makes the
+        # head dim unit-stride, which the fused (flash / memory-efficient) kernels require;
+        # without it SDPA silently falls back to the slow math kernel.
+        qkv = qkv.reshape(b, self.num_heads, 3 * ch, length).transpose(-1, -2).contiguous()
         q, k, v = qkv.split(ch, dim=-1)
         # SDPA's default scale 1/sqrt(C) equals upstream's ch**-1/4 on q and on k.
         out = F.scaled_dot_product_attention(q, k, v)

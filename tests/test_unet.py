@@ -188,12 +188,12 @@ def test_einsum_checkpoint_loads_strict_into_sdpa_model_with_same_output():
 
 @pytest.mark.parametrize("heads", [1, 2, 4])
 def test_sdpa_equals_einsum_attention(heads):
-    ref = perturb(AttentionBlock(64, num_heads=heads, attention_impl="einsum"), scale=0.3)
+    ref = perturb(AttentionBlock(64, num_heads=heads, attention_impl="einsum"), scale=0.1)
     sdpa = AttentionBlock(64, num_heads=heads, attention_impl="sdpa")
     sdpa.load_state_dict(ref.state_dict())
     x = th.randn(3, 64, 10, 6, generator=th.Generator().manual_seed(0))
     a, b = ref(x), sdpa(x)
-    assert (a - x).abs().max() > 1e-2  # the attention branch contributes
+    assert (a - x).abs().max() > 0.5  # the attention branch contributes (outputs are O(1-5))
     assert (a - b).abs().max().item() < 1e-5
 
 
@@ -211,7 +211,7 @@ def test_checkpointing_gives_the_same_gradients():
     plain = perturb(tiny())
     ckpt = tiny(use_checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
-    x, t = inputs()
+    x, t = inputs(8, 8)
     grads = []
     for m in (plain, ckpt):
         m.zero_grad()
@@ -274,3 +274,25 @@ def test_bf16_autocast_close_to_fp32():
     rel = (out - ref).abs().max() / ref.abs().max()
     assert rel.item() < 5e-2
     assert rel.item() > 0  # it did run in reduced precision
+
+
+# ------------------------------------------------------------------ GPU (skipped without CUDA)
+
+
+@pytest.mark.gpu
+def test_cuda_sdpa_einsum_channels_last_and_bf16():
+    ref = perturb(tiny(attention_impl="einsum", channel_mult=(1, 2, 2, 2))).cuda()
+    model = tiny(attention_impl="sdpa", channel_mult=(1, 2, 2, 2)).cuda()
+    model.load_state_dict(ref.state_dict())
+    x, t = inputs(80, 64)
+    x, t = x.cuda(), t.cuda()
+    with th.no_grad():
+        a = ref(x, t)
+        b = model(x, t)
+        # cuDNN may use TF32 convolutions: compare at TF32-level tolerance.
+        assert ((a - b).abs().max() / a.abs().max()).item() < 1e-3
+        model.convert_to_channels_last()
+        with th.autocast("cuda", dtype=th.bfloat16):
+            c = model(x, t)
+    assert c.dtype == th.float32
+    assert ((c - a).abs().max() / a.abs().max()).item() < 5e-2
