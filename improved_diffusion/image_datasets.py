@@ -9,6 +9,7 @@ k sees exactly the batches an uninterrupted run sees, whatever the number of wor
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import numpy as np
@@ -129,6 +130,10 @@ class _Positions(Sampler):
 def _worker_init(_: int) -> None:
     # Workers only read and crop; many torch threads per worker would fight the trainer.
     torch.set_num_threads(1)
+    # Ctrl-C / SIGTERM reach the whole process group: the trainer saves a checkpoint and
+    # stops, so its workers must not die first (they exit with the trainer anyway).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class MelLoader:

@@ -67,6 +67,7 @@ class TrainLoop:
         sample_diffusion=None,
         num_sample_images: int = 4,
         sample_wav: bool = True,
+        sample_shape: tuple[int, int, int] | None = None,
         mel_config=None,
         logger: logger_mod.Logger | None = None,
         progress: bool = True,
@@ -106,6 +107,8 @@ class TrainLoop:
         self.sample_diffusion = sample_diffusion
         self.num_sample_images = num_sample_images
         self.sample_wav = sample_wav
+        # (C, H, W) of preview samples; by default the validation windows' shape
+        self.sample_shape = sample_shape or (tuple(val_data.shape[1:]) if val_data is not None else None)
         self.mel_config = mel_config
         self.progress = progress
 
@@ -116,6 +119,8 @@ class TrainLoop:
         self.step = 0
         self.bad_steps = 0
         self.stop_signal: int | None = None
+        # Tracked in memory (not by looking at files) so every rank agrees without a shared disk.
+        self.saved_step: int | None = None
         self.params = list(self.model.parameters())
 
         self.model.to(self.device)
@@ -137,7 +142,8 @@ class TrainLoop:
             self.data.set_step(self.step)
 
     # -- resume --------------------------------------------------------------------------------
-    def _resume(self) -> None:
+    def _resume_plan(self) -> dict | None:
+        """Rank 0 picks the files to resume from (other ranks may not see the run dir)."""
         latest = ckpt.find_latest(self.log_dir, self.ema_rate)
         if latest is not None:
             model_path = self.log_dir / ckpt.model_name(latest)
@@ -146,22 +152,36 @@ class TrainLoop:
             if not model_path.is_file():
                 raise UserError(f"--resume_checkpoint {model_path}: file does not exist")
         else:
+            return None
+        step = ckpt.parse_step(model_path)
+        emas = {r: model_path.parent / ckpt.ema_name(r, step) for r in self.ema_rate}
+        opt = model_path.parent / ckpt.opt_name(step)
+        return {
+            "model": str(model_path),
+            "step": step,
+            "complete": latest is not None,
+            "ema": {r: str(p) if p.is_file() else None for r, p in emas.items()},
+            "opt": str(opt) if opt.is_file() else None,
+        }
+
+    def _resume(self) -> None:
+        plan = dist_util.broadcast_object(self._resume_plan() if self.rank == 0 else None)
+        if plan is None:
             dist_util.sync_params(self.params)
             return
-        self.step = ckpt.parse_step(model_path)
-        self.log.log(f"resuming from {model_path} (step {self.step})")
-        self._load_params(self.params, dist_util.load_state_dict(model_path, map_location="cpu"))
+        self.step = plan["step"]
+        self.saved_step = self.step if plan["complete"] else None
+        self.log.log(f"resuming from {plan['model']} (step {self.step})")
+        self._load_params(self.params, dist_util.load_state_dict(plan["model"], map_location="cpu"))
         for rate, ema in zip(self.ema_rate, self.ema_params):
-            path = model_path.parent / ckpt.ema_name(rate, self.step)
-            if path.is_file():
-                self._load_params(ema, dist_util.load_state_dict(path, map_location="cpu"))
+            if plan["ema"][rate]:
+                self._load_params(ema, dist_util.load_state_dict(plan["ema"][rate], map_location="cpu"))
             else:
-                self.log.warn(f"{path} missing: EMA {rate} restarts from the model weights")
+                self.log.warn(f"no EMA {rate} file for step {self.step}: it restarts from the model weights")
                 for e, p in zip(ema, self.params):
                     e.copy_(p.detach())
-        opt_path = model_path.parent / ckpt.opt_name(self.step)
-        if opt_path.is_file():
-            state = dist_util.load_state_dict(opt_path, map_location="cpu")
+        if plan["opt"]:
+            state = dist_util.load_state_dict(plan["opt"], map_location="cpu")
             if "opt" not in state:  # an upstream opt file is the bare optimizer state
                 state = {"opt": state}
             self.opt.load_state_dict(state["opt"])
@@ -217,7 +237,7 @@ class TrainLoop:
                     break
                 if self.world_size > 1 and self.stop_signal is not None and self.step % self.log_interval == 0:
                     break
-            if ckpt.find_latest(self.log_dir, self.ema_rate) != self.step:
+            if self.saved_step != self.step:
                 self.save()
             if self.stop_signal is not None:
                 self.log.log(
@@ -237,8 +257,12 @@ class TrainLoop:
             return {}
 
         def on_signal(signum, _frame):
-            # Finish the current step, then save and leave the loop.
+            # Finish the current step, then save and leave the loop; a second signal means
+            # "now" (the last complete checkpoint stays valid: every write is atomic).
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt
             self.stop_signal = signum
+            self.log.log(f"signal {signum}: saving a checkpoint after this step (signal again to quit now)")
 
         return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -352,6 +376,7 @@ class TrainLoop:
             )
             removed = ckpt.prune(self.log_dir, self.keep_checkpoints, self.ema_rate)
             self.log.log(f"saved {path.name}" + (f", removed {len(removed)} old files" if removed else ""))
+        self.saved_step = self.step
         dist_util.barrier()
 
     # -- validation and samples --------------------------------------------------------------------
@@ -385,10 +410,9 @@ class TrainLoop:
                 write_sample_wavs,
             )
 
-            x = self.val_data if self.val_data is not None else None
-            shape = (1, *x.shape[2:]) if x is not None else None
+            shape = self.sample_shape
             if shape is None:
-                self.log.warn("no validation data: sample shape unknown, samples skipped")
+                self.log.warn("sample shape unknown (no sample_shape, no validation data): samples skipped")
             else:
                 mels = sample_mels(
                     self.ema_model(),
@@ -578,6 +602,7 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         sample_diffusion=sample_diffusion,
         num_sample_images=args["sample_count"],
         sample_wav=args["sample_wav"],
+        sample_shape=(args["in_channels"], args["num_mels"], args["crop_width"]),
         mel_config=config,
         logger=log,
         progress=progress,

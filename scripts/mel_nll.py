@@ -5,7 +5,6 @@
 Bits/dim runs the whole chain (diffusion_steps model calls per clip): keep --num_samples small on CPU.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,12 +15,13 @@ from datasets.melset import SPLITS  # noqa: E402
 from hifigan.atomic import write_json  # noqa: E402
 from hifigan.errors import UserError, cli_main  # noqa: E402
 from improved_diffusion.checkpoint import parse_step  # noqa: E402
+from improved_diffusion.cli import ArgumentParser  # noqa: E402
 from improved_diffusion.evaluate import nll_from_checkpoint  # noqa: E402
 from improved_diffusion.script_util import str2bool  # noqa: E402
 
 
-def create_argparser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def create_argparser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model_path", required=True)
     p.add_argument("--data_dir", required=True)
     p.add_argument("--split", default="valid", help="train, valid, test, a comma list, or all")

@@ -6,19 +6,19 @@ Writes sample_{i:05d}.npy (log-mel [num_mels, W]), .png, .wav (HiFi-GAN, or *_gr
 for the fallback), upstream's samples_NxCxHxW.npz (arr_0, normalised [-1, 1]) and mel_config.json.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hifigan.errors import cli_main  # noqa: E402
+from improved_diffusion.cli import ArgumentParser  # noqa: E402
 from improved_diffusion.sampling import sample_from_checkpoint  # noqa: E402
 from improved_diffusion.script_util import model_and_diffusion_defaults, str2bool  # noqa: E402
 
 
-def create_argparser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def create_argparser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model_path", required=True, help="ema_*/model*.pt file or a run dir (latest)")
     p.add_argument("--out_dir", required=True)
     p.add_argument("--num_samples", type=int, default=16)

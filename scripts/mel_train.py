@@ -7,7 +7,6 @@ Flags: every key of model_and_diffusion_defaults() and training_defaults(); upst
 image_train.py flags keep working. Run under mpiexec -n N or torchrun for several processes.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,12 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hifigan.errors import cli_main  # noqa: E402
 from improved_diffusion import dist_util  # noqa: E402
+from improved_diffusion.cli import ArgumentParser  # noqa: E402
 from improved_diffusion.script_util import add_dict_to_argparser, model_and_diffusion_defaults  # noqa: E402
 from improved_diffusion.train_util import train_from_args, training_defaults  # noqa: E402
 
 
-def create_argparser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def create_argparser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     add_dict_to_argparser(parser, {**model_and_diffusion_defaults(), **training_defaults()})
     return parser
 

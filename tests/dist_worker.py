@@ -16,7 +16,8 @@ from improved_diffusion.train_util import train_from_args  # noqa: E402
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mels, run, out = sys.argv[1:4]
-    loop = train_from_args(tiny_train_args(mels, run, max_steps=4, save_interval=4), progress=False)
+    steps = int(sys.argv[4]) if len(sys.argv) > 4 else 4
+    loop = train_from_args(tiny_train_args(mels, run, max_steps=steps, save_interval=2), progress=False)
     rank = dist_util.get_rank()
     # test-only output, one file per rank, to compare replicas
     torch.save({n: p.detach() for n, p in loop.model.named_parameters()}, Path(out) / f"rank{rank}.pt")

@@ -26,14 +26,14 @@ def _clean_env():
     return env
 
 
-def _check_replicas(out: Path, run: Path):
+def _check_replicas(out: Path, run: Path, steps: int = 4):
     infos = [json.loads((out / f"info{r}.json").read_text()) for r in range(2)]
     assert [i["rank"] for i in infos] == [0, 1]
-    assert all(i["world_size"] == 2 and i["step"] == 4 and i["backend"] == "gloo" for i in infos)
+    assert all(i["world_size"] == 2 and i["step"] == steps and i["backend"] == "gloo" for i in infos)
     a, b = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    saved = torch.load(run / "model000004.pt", weights_only=True)
+    saved = torch.load(run / f"model{steps:06d}.pt", weights_only=True)
     assert all(torch.equal(a[k], saved[k]) for k in a)
     # the weights moved, and the two ranks read different shards
     assert not torch.equal(*(torch.load(out / f"batch{r}.pt", weights_only=True) for r in range(2)))
@@ -48,6 +48,11 @@ def test_mpiexec_two_ranks_identical(mels, tmp_path):
     done = subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     _check_replicas(out, run)
+    # resuming under MPI: rank 0 reads the checkpoint, every rank continues from step 4
+    done = subprocess.run([*cmd, "6"], env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_replicas(out, run, steps=6)
+    assert "resuming from" in (run / "log.txt").read_text()
 
 
 def test_torchrun_two_ranks_identical(mels, tmp_path):

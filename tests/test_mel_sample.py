@@ -114,3 +114,12 @@ def test_missing_args_json_and_contradicting_flag(run_dir, tmp_path, monkeypatch
                                           "--wav", "False"], monkeypatch, capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "o" / "sample_info.json").read_text())["timestep_respacing"] == "ddim4"
+
+
+def test_flag_errors_are_one_line(run_dir, tmp_path, monkeypatch, capsys):
+    for argv, msg in ((["--use_ddim", "maybe"], "--use_ddim"), (["--bogus", "1"], "unrecognized arguments: --bogus"),
+                      (["--num_samples", 0], "--num_samples: must be positive")):
+        code, _, err = run_cli("mel_sample", ["--model_path", run_dir, "--out_dir", tmp_path, *argv], monkeypatch, capsys)
+        assert code == 2 and msg in err and err.count("\n") == 1, err
+    code, _, err = run_cli("mel_train", ["--data_dir", run_dir, "--batch_size", "x"], monkeypatch, capsys)
+    assert code == 2 and "--batch_size" in err and err.count("\n") == 1, err

@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_mels import make_melset, tiny_train_args, to_flags
@@ -72,7 +73,8 @@ def test_loss_decreases_on_fixed_batch(mels, tmp_path):
 def test_checkpoint_names_keep_last_and_args(mels, tmp_path):
     run = tmp_path / "run"
     train_from_args(tiny_train_args(mels, run, max_steps=8, save_interval=2, keep_checkpoints=2,
-                                    ema_rate="0.9,0.99"), progress=False)
+                                    ema_rate="0.9,0.99", val_interval=4, sample_interval=8,
+                                    sample_count=2, sample_wav=False), progress=False)
     names = sorted(p.name for p in run.glob("*.pt"))
     assert names == [
         "ema_0.99_000006.pt", "ema_0.99_000008.pt", "ema_0.9_000006.pt", "ema_0.9_000008.pt",
@@ -82,6 +84,16 @@ def test_checkpoint_names_keep_last_and_args(mels, tmp_path):
     assert args["max_steps"] == 8 and args["num_channels"] == 32 and config.num_mels == 16
     assert "progress.csv" in os.listdir(run) and "log.txt" in os.listdir(run)
     assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+    # validation every 4 steps, previews at step 8 (denormalised log-mels + PNGs)
+    import csv
+
+    rows = list(csv.DictReader(open(run / "progress.csv")))
+    val = [float(r["val_loss"]) for r in rows if r.get("val_loss")]
+    assert len(val) == 2 and all(0 < v < 3 for v in val) and "val_mse_q3" in rows[0]
+    previews = sorted(p.name for p in (run / "samples" / "000008").iterdir())
+    assert previews == ["mel_config.json", "sample_00000.npy", "sample_00000.png", "sample_00001.npy", "sample_00001.png"]
+    mel = np.load(run / "samples" / "000008" / "sample_00000.npy")
+    assert mel.shape == (16, 16) and -12 - 1e-4 <= mel.min() and mel.max() <= 3 + 1e-4
     # EMA with rate 0.9 moved further from the start than 0.99, and both differ from the model
     m, e9, e99 = (_state(run / n) for n in ("model000008.pt", "ema_0.9_000008.pt", "ema_0.99_000008.pt"))
     k = "out.2.weight" if "out.2.weight" in m else next(iter(m))
@@ -90,12 +102,14 @@ def test_checkpoint_names_keep_last_and_args(mels, tmp_path):
     assert opt["step"] == 8 and "opt" in opt and "scaler" in opt
 
 
-def test_resume_equals_uninterrupted(mels, tmp_path):
+@pytest.mark.parametrize("sampler", ["uniform", "loss-second-moment"])
+def test_resume_equals_uninterrupted(mels, tmp_path, sampler):
     full, part = tmp_path / "full", tmp_path / "part"
-    train_from_args(tiny_train_args(mels, full, max_steps=6), progress=False)
-    train_from_args(tiny_train_args(mels, part, max_steps=3), progress=False)
+    kw = dict(schedule_sampler=sampler, dropout=0.1)  # dropout masks must replay too
+    train_from_args(tiny_train_args(mels, full, max_steps=6, **kw), progress=False)
+    train_from_args(tiny_train_args(mels, part, max_steps=3, **kw), progress=False)
     # The same command with a later --max_steps continues from model000003.pt
-    loop = train_from_args(tiny_train_args(mels, part, max_steps=6), progress=False)
+    loop = train_from_args(tiny_train_args(mels, part, max_steps=6, **kw), progress=False)
     assert loop.step == 6
     for name in ("model000006.pt", "ema_0.9999_000006.pt"):
         _assert_same(_state(full / name), _state(part / name))
@@ -109,25 +123,43 @@ def test_changed_model_flag_in_same_run_dir_refused(mels, tmp_path):
         train_from_args(tiny_train_args(mels, run, max_steps=2, num_res_blocks=2), progress=False)
 
 
-def test_sigkill_then_rerun_reaches_same_params(mels, tmp_path):
+def _wait_for(path, proc, seconds=180):
+    deadline = time.time() + seconds
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def test_sigkill_and_group_sigterm_then_rerun_reach_same_params(mels, tmp_path):
     args = dict(max_steps=12, save_interval=2, log_interval=2, num_workers=1)
     train_from_args(tiny_train_args(mels, tmp_path / "ref", **args), progress=False)
     run = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "scripts" / "mel_train.py"),
            *to_flags(tiny_train_args(mels, run, **args))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # 1) kill -9 at an arbitrary moment after the first checkpoints
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (run / "model000004.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    _wait_for(run / "model000004.pt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     latest = ckpt.find_latest(run, [0.9999])
     assert latest is not None and latest < 12
+    # 2) rerun, then SIGTERM to the whole process group (trainer and its DataLoader worker),
+    #    as Ctrl-C or a job scheduler does: it saves and exits cleanly
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    _wait_for(run / ckpt.model_name(latest + 2), proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    log = (run / "log.txt").read_text()
+    assert f"resuming from {run / ckpt.model_name(latest)}" in log and "stopped by signal 15" in log
+    stopped = ckpt.find_latest(run, [0.9999])
+    assert stopped > latest
+    # 3) the same command finishes the run
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resuming from {run / ckpt.model_name(latest)}" in (run / "log.txt").read_text()
+    if stopped < 12:
+        assert f"resuming from {run / ckpt.model_name(stopped)}" in (run / "log.txt").read_text()
     for name in ("model000012.pt", "ema_0.9999_000012.pt"):
         _assert_same(_state(tmp_path / "ref" / name), _state(run / name))
 
@@ -189,3 +221,25 @@ def test_sigterm_saves_and_exits(mels, tmp_path):
     assert ckpt.find_latest(tmp_path, [0.9999]) == 3
     assert "stopped by signal" in (tmp_path / "log.txt").read_text()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_resumes(mels, tmp_path, precision):
+    args = dict(max_steps=2, save_interval=1, precision=precision, grad_clip=1.0)
+    loop = train_from_args(tiny_train_args(mels, tmp_path / "a", **args), progress=False)
+    assert loop.step == 2 and loop.bad_steps == 0
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in loop.params)
+    opt = _state(tmp_path / "a" / "opt000002.pt")
+    if precision == "fp16":  # the grad scaler's state travels with the optimizer
+        assert opt["scaler"]["scale"] > 0
+    train_from_args(tiny_train_args(mels, tmp_path / "b", **{**args, "max_steps": 1}), progress=False)
+    train_from_args(tiny_train_args(mels, tmp_path / "b", **args), progress=False)
+    _assert_same(_state(tmp_path / "a" / "model000002.pt"), _state(tmp_path / "b" / "model000002.pt"))
+
+
+def test_bad_flags_are_user_errors(mels, tmp_path):
+    for bad, msg in ((dict(batch_size=0), "--batch_size"), (dict(precision="fp8"), "--precision"),
+                     (dict(crop_width=64), "--crop_width 64: wider than every clip"),
+                     (dict(num_mels=80), "--num_mels 80: the mel set")):
+        with pytest.raises(UserError, match=msg):
+            train_from_args(tiny_train_args(mels, tmp_path / "r", **bad), progress=False)
