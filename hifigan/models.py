@@ -153,17 +153,21 @@ class Generator(nn.Module):
 class DiscriminatorP(nn.Module):
     """Looks at the waveform folded into [T / period, period] with 2-D convs."""
 
-    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False):
+    def __init__(
+        self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False, divisor: int = 1
+    ):
         super().__init__()
         self.period = period
         norm_f = spectral_norm if use_spectral_norm else weight_norm
         pad = (get_padding(5, 1), 0)
-        chans = [1, 32, 128, 512, 1024]
+        # divisor > 1 narrows every layer (tests and CPU smoke runs only; 1 is the official size).
+        chans = [1] + [c // divisor for c in (32, 128, 512, 1024)]
+        top = chans[-1]
         self.convs = nn.ModuleList(
             [norm_f(Conv2d(a, b, (kernel_size, 1), (stride, 1), padding=pad)) for a, b in zip(chans[:-1], chans[1:])]
-            + [norm_f(Conv2d(1024, 1024, (kernel_size, 1), 1, padding=(2, 0)))]
+            + [norm_f(Conv2d(top, top, (kernel_size, 1), 1, padding=(2, 0)))]
         )
-        self.conv_post = norm_f(Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
+        self.conv_post = norm_f(Conv2d(top, 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fmap = []
@@ -182,9 +186,9 @@ class DiscriminatorP(nn.Module):
 
 
 class MultiPeriodDiscriminator(nn.Module):
-    def __init__(self):
+    def __init__(self, divisor: int = 1):
         super().__init__()
-        self.discriminators = nn.ModuleList(DiscriminatorP(p) for p in (2, 3, 5, 7, 11))
+        self.discriminators = nn.ModuleList(DiscriminatorP(p, divisor=divisor) for p in (2, 3, 5, 7, 11))
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
         y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
@@ -201,21 +205,22 @@ class MultiPeriodDiscriminator(nn.Module):
 class DiscriminatorS(nn.Module):
     """Grouped strided 1-D convs over the raw (or average-pooled) waveform."""
 
-    def __init__(self, use_spectral_norm: bool = False):
+    def __init__(self, use_spectral_norm: bool = False, divisor: int = 1):
         super().__init__()
         norm_f = spectral_norm if use_spectral_norm else weight_norm
+        c1, c2, c3, c4 = (c // divisor for c in (128, 256, 512, 1024))  # divisor <= 8 keeps groups valid
         self.convs = nn.ModuleList(
             [
-                norm_f(Conv1d(1, 128, 15, 1, padding=7)),
-                norm_f(Conv1d(128, 128, 41, 2, groups=4, padding=20)),
-                norm_f(Conv1d(128, 256, 41, 2, groups=16, padding=20)),
-                norm_f(Conv1d(256, 512, 41, 4, groups=16, padding=20)),
-                norm_f(Conv1d(512, 1024, 41, 4, groups=16, padding=20)),
-                norm_f(Conv1d(1024, 1024, 41, 1, groups=16, padding=20)),
-                norm_f(Conv1d(1024, 1024, 5, 1, padding=2)),
+                norm_f(Conv1d(1, c1, 15, 1, padding=7)),
+                norm_f(Conv1d(c1, c1, 41, 2, groups=4, padding=20)),
+                norm_f(Conv1d(c1, c2, 41, 2, groups=16, padding=20)),
+                norm_f(Conv1d(c2, c3, 41, 4, groups=16, padding=20)),
+                norm_f(Conv1d(c3, c4, 41, 4, groups=16, padding=20)),
+                norm_f(Conv1d(c4, c4, 41, 1, groups=16, padding=20)),
+                norm_f(Conv1d(c4, c4, 5, 1, padding=2)),
             ]
         )
-        self.conv_post = norm_f(Conv1d(1024, 1, 3, 1, padding=1))
+        self.conv_post = norm_f(Conv1d(c4, 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fmap = []
@@ -228,10 +233,10 @@ class DiscriminatorS(nn.Module):
 
 
 class MultiScaleDiscriminator(nn.Module):
-    def __init__(self):
+    def __init__(self, divisor: int = 1):
         super().__init__()
         self.discriminators = nn.ModuleList(
-            [DiscriminatorS(use_spectral_norm=True), DiscriminatorS(), DiscriminatorS()]
+            [DiscriminatorS(True, divisor), DiscriminatorS(False, divisor), DiscriminatorS(False, divisor)]
         )
         self.meanpools = nn.ModuleList([AvgPool1d(4, 2, padding=2), AvgPool1d(4, 2, padding=2)])
 

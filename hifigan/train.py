@@ -1,0 +1,287 @@
+"""Train or fine-tune a HiFi-GAN vocoder in the official recipe.
+
+  python -m hifigan.train --mel_dir MELS_OR_AUDIO [...] --config hifigan/configs/config_v1.json \
+      --checkpoint_path runs/vocoder [--fine_tune_from universal] [--max_steps N]
+
+AdamW (lr 2e-4, betas 0.8/0.99), ExponentialLR 0.999 per epoch, LSGAN losses of the multi-period
+and multi-scale discriminators, feature matching, L1 mel loss x45 (on the `fmax_for_loss` mel),
+8192-sample segments. Checkpoints `g_XXXXXXXX` ({'generator'}) and `do_XXXXXXXX` ({'mpd', 'msd',
+'optim_g', 'optim_d', 'steps', 'epoch'}) in the official layout, written atomically; rerunning
+with the same --checkpoint_path resumes from the latest pair. `config.json` and `mel_config.json`
+are written beside them so scripts/vocode.py --checkpoint DIR finds everything.
+
+Single process (CPU or one GPU). Multi-GPU DDP is a follow-up: it belongs on the project's
+shared distributed helper (improved_diffusion/dist_util.py), not on a second copy here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hifigan.atomic import write_json
+from hifigan.env import AttrDict
+from hifigan.errors import UserError, cli_main
+from hifigan.inference import mel_config_from_hifigan, read_hifigan_config, universal_files
+from hifigan.mel_config import ANALYSIS_FIELDS
+from hifigan.meldataset import mel_spectrogram
+from hifigan.models import (
+    Generator,
+    MultiPeriodDiscriminator,
+    MultiScaleDiscriminator,
+    discriminator_loss,
+    feature_loss,
+    generator_loss,
+)
+from hifigan.utils import load_checkpoint, save_checkpoint, scan_checkpoint
+
+ARCH_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
+             "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mel_dir", nargs="+", required=True, help="mel sets (their clips' audio) or audio folders")
+    p.add_argument("--config", default=None, help="HiFi-GAN config JSON (default: the run's config.json)")
+    p.add_argument("--checkpoint_path", required=True, help="run folder: checkpoints, logs, configs")
+    p.add_argument("--fine_tune_from", default=None, help="'universal' or a g_ checkpoint to start from")
+    p.add_argument("--audio_root", default=None, help="folder the mel set's manifest sources are relative to")
+    p.add_argument("--max_steps", type=int, default=None, help="stop once steps 0..N-1 have run")
+    p.add_argument("--training_epochs", type=int, default=3100)
+    p.add_argument("--batch_size", type=int, default=None, help="override the config's batch_size")
+    p.add_argument("--num_workers", type=int, default=None, help="override the config's num_workers")
+    p.add_argument("--stdout_interval", type=int, default=5)
+    p.add_argument("--checkpoint_interval", type=int, default=5000)
+    p.add_argument("--summary_interval", type=int, default=100)
+    p.add_argument("--validation_interval", type=int, default=1000)
+    p.add_argument("--valid_clips", type=int, default=8, help="validation clips per evaluation")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def load_run_config(a: argparse.Namespace) -> AttrDict:
+    """The config to train with: --config, else the run's own config.json; overrides applied.
+    A run resumed with a different architecture or analysis is refused."""
+    run_cfg = Path(a.checkpoint_path) / "config.json"
+    if a.config is None and not run_cfg.is_file():
+        raise UserError("--config is required for a new run (e.g. hifigan/configs/config_v1.json)")
+    h = read_hifigan_config(a.config or run_cfg)
+    if a.config is not None and run_cfg.is_file() and scan_checkpoint(a.checkpoint_path, "g_"):
+        old = read_hifigan_config(run_cfg)
+        changed = [k for k in ARCH_KEYS + ANALYSIS_FIELDS if old.get(k) != h.get(k)]
+        if changed:
+            shown = ", ".join(f"{k}: {old.get(k)!r} vs {h.get(k)!r}" for k in changed)
+            raise UserError(f"--config {a.config} differs from the run's {run_cfg} ({shown}); use a new --checkpoint_path")
+    if a.batch_size is not None:
+        h.batch_size = a.batch_size
+    if a.num_workers is not None:
+        h.num_workers = a.num_workers
+    if math.prod(h.upsample_rates) != h.hop_size:
+        raise UserError(f"{a.config}: upsample_rates multiply to {math.prod(h.upsample_rates)}, not hop_size {h.hop_size}")
+    if h.segment_size % h.hop_size:
+        raise UserError(f"{a.config}: segment_size {h.segment_size} is not a multiple of hop_size {h.hop_size}")
+    return h
+
+
+def fine_tune_start(generator: Generator, source: str) -> None:
+    """Load the universal (or another) generator's weights into a freshly built generator."""
+    if source == "universal":
+        ckpt, cfg = universal_files()
+        other = read_hifigan_config(cfg)
+        diff = [k for k in ARCH_KEYS if other.get(k, 80 if k == "num_mels" else None) != generator.h.get(k, 80 if k == "num_mels" else None)]
+        if diff:
+            raise UserError(f"--fine_tune_from universal needs the V1 architecture; the config differs in {diff}")
+    else:
+        ckpt = source
+    state = load_checkpoint(ckpt)
+    try:
+        generator.load_state_dict(state["generator"], strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise UserError(f"--fine_tune_from {source}: weights do not fit this config's generator ({str(exc)[:200]})") from None
+
+
+class Run:
+    """Models, optimisers, schedulers and the step/epoch counters of one training run."""
+
+    def __init__(self, h: AttrDict, device: str, checkpoint_path: str | os.PathLike, fine_tune_from: str | None = None):
+        self.h, self.device, self.dir = h, torch.device(device), Path(checkpoint_path)
+        torch.manual_seed(h.get("seed", 1234))
+        self.generator = Generator(h).to(self.device)
+        # "discriminator_divisor" (not in official configs; default 1 = official widths) narrows
+        # the discriminators for CPU smoke tests.
+        div = int(h.get("discriminator_divisor", 1))
+        self.mpd = MultiPeriodDiscriminator(div).to(self.device)
+        self.msd = MultiScaleDiscriminator(div).to(self.device)
+        cp_g, cp_do = scan_checkpoint(self.dir, "g_"), scan_checkpoint(self.dir, "do_")
+        state_do = None
+        self.steps, last_epoch = 0, -1
+        if cp_g is not None and cp_do is not None:
+            self.generator.load_state_dict(load_checkpoint(cp_g, self.device)["generator"])
+            state_do = load_checkpoint(cp_do, self.device)
+            self.mpd.load_state_dict(state_do["mpd"])
+            self.msd.load_state_dict(state_do["msd"])
+            self.steps, last_epoch = state_do["steps"] + 1, state_do["epoch"]
+            print(f"resuming from {cp_g} / {cp_do} at step {self.steps}")
+        elif fine_tune_from:
+            fine_tune_start(self.generator, fine_tune_from)
+            self.generator.to(self.device)
+        betas = (h.adam_b1, h.adam_b2)
+        self.optim_g = torch.optim.AdamW(self.generator.parameters(), h.learning_rate, betas=betas)
+        self.optim_d = torch.optim.AdamW(itertools.chain(self.msd.parameters(), self.mpd.parameters()),
+                                         h.learning_rate, betas=betas)
+        if state_do is not None:
+            self.optim_g.load_state_dict(state_do["optim_g"])
+            self.optim_d.load_state_dict(state_do["optim_d"])
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=h.lr_decay, last_epoch=last_epoch)
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=h.lr_decay, last_epoch=last_epoch)
+        self.epoch = max(0, last_epoch)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, y_mel: torch.Tensor) -> dict[str, float]:
+        """One discriminator and one generator update on a batch (mel, audio, loss mel)."""
+        h = self.h
+        x, y, y_mel = x.to(self.device), y.to(self.device).unsqueeze(1), y_mel.to(self.device)
+        y_g_hat = self.generator(x)
+        y_g_hat_mel = mel_spectrogram(y_g_hat.squeeze(1), h.n_fft, h.num_mels, h.sampling_rate, h.hop_size,
+                                      h.win_size, h.fmin, h.get("fmax_for_loss"))
+        self.optim_d.zero_grad()
+        y_df_r, y_df_g, _, _ = self.mpd(y, y_g_hat.detach())
+        loss_disc_f, _, _ = discriminator_loss(y_df_r, y_df_g)
+        y_ds_r, y_ds_g, _, _ = self.msd(y, y_g_hat.detach())
+        loss_disc_s, _, _ = discriminator_loss(y_ds_r, y_ds_g)
+        loss_disc_all = loss_disc_s + loss_disc_f
+        loss_disc_all.backward()
+        self.optim_d.step()
+
+        self.optim_g.zero_grad()
+        loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * 45
+        _, y_df_g, fmap_f_r, fmap_f_g = self.mpd(y, y_g_hat)
+        _, y_ds_g, fmap_s_r, fmap_s_g = self.msd(y, y_g_hat)
+        loss_fm = feature_loss(fmap_f_r, fmap_f_g) + feature_loss(fmap_s_r, fmap_s_g)
+        loss_gen_f, _ = generator_loss(y_df_g)
+        loss_gen_s, _ = generator_loss(y_ds_g)
+        loss_gen_all = loss_gen_s + loss_gen_f + loss_fm + loss_mel
+        loss_gen_all.backward()
+        self.optim_g.step()
+        return {"gen_loss_total": loss_gen_all.item(), "mel_spec_error": loss_mel.item() / 45,
+                "disc_loss_total": loss_disc_all.item(), "feature_loss": loss_fm.item()}
+
+    def save(self) -> None:
+        save_checkpoint(self.dir / f"g_{self.steps:08d}", {"generator": self.generator.state_dict()})
+        save_checkpoint(self.dir / f"do_{self.steps:08d}", {
+            "mpd": self.mpd.state_dict(), "msd": self.msd.state_dict(),
+            "optim_g": self.optim_g.state_dict(), "optim_d": self.optim_d.state_dict(),
+            "steps": self.steps, "epoch": self.epoch,
+        })
+
+    @torch.no_grad()
+    def validate(self, valid, limit: int, writer=None) -> float:
+        """Mean L1 between the loss mels of whole validation clips and of their vocoded audio."""
+        h = self.h
+        self.generator.eval()
+        errors = []
+        for i in range(min(limit, len(valid))):
+            x, y, y_mel = valid[i]
+            y_g_hat = self.generator(x[None].to(self.device))
+            y_hat_mel = mel_spectrogram(y_g_hat.squeeze(1), h.n_fft, h.num_mels, h.sampling_rate, h.hop_size,
+                                        h.win_size, h.fmin, h.get("fmax_for_loss"))
+            n = min(y_mel.shape[-1], y_hat_mel.shape[-1])
+            errors.append(float(F.l1_loss(y_mel[None, :, :n].to(self.device), y_hat_mel[..., :n])))
+            if writer is not None and i < 3:
+                if self.steps == 0:
+                    writer.add_audio(f"gt/y_{i}", y[None], self.steps, h.sampling_rate)
+                writer.add_audio(f"generated/y_hat_{i}", y_g_hat[0].cpu(), self.steps, h.sampling_rate)
+        self.generator.train()
+        err = sum(errors) / max(1, len(errors))
+        if writer is not None:
+            writer.add_scalar("validation/mel_spec_error", err, self.steps)
+        return err
+
+
+def train(a: argparse.Namespace) -> dict:
+    """Run training per the flags; returns a summary (steps run, losses, validation errors)."""
+    from torch.utils.data import DataLoader
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from hifigan.train_data import AudioSegments, clips_from_dirs
+
+    h = load_run_config(a)
+    clips, set_config = clips_from_dirs(a.mel_dir, a.audio_root)
+    mel_config = mel_config_from_hifigan(h, set_config)
+    if set_config is not None and set_config.differences(mel_config, ANALYSIS_FIELDS):
+        print(f"note: the mel set's analysis ({set_config.preset}) differs from the vocoder's "
+              f"({mel_config.preset}); training reads the clips' audio, so the vocoder will expect "
+              f"{mel_config.preset} mels")
+    out = Path(a.checkpoint_path)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", dict(h))
+    mel_config.save(out / "mel_config.json")
+
+    run = Run(h, a.device, out, a.fine_tune_from)
+    trainset = AudioSegments(clips["train"], h, mel_config, train=True)
+    validset = AudioSegments(clips["valid"], h, mel_config, train=False)
+    if len(trainset) < h.batch_size:
+        raise UserError(f"--mel_dir: {len(trainset)} training clips, fewer than batch_size {h.batch_size}; lower --batch_size")
+    loader = DataLoader(trainset, batch_size=h.batch_size, shuffle=True, drop_last=True,
+                        num_workers=h.get("num_workers", 0), pin_memory=run.device.type == "cuda",
+                        persistent_workers=h.get("num_workers", 0) > 0)
+    writer = SummaryWriter(str(out / "logs"))
+    history: dict[str, list] = {"mel_spec_error": [], "gen_loss_total": [], "validation": []}
+    start_step = run.steps
+    max_steps = a.max_steps if a.max_steps is not None else float("inf")
+    bar = tqdm(total=None if a.max_steps is None else max(0, a.max_steps - start_step),
+               desc="hifigan", unit="step")
+    done = run.steps >= max_steps
+    while not done and run.epoch < a.training_epochs:
+        for x, y, y_mel in loader:
+            t0 = time.time()
+            losses = run.step(x, y, y_mel)
+            for k in ("mel_spec_error", "gen_loss_total"):
+                history[k].append(losses[k])
+            if run.steps % a.stdout_interval == 0:
+                bar.set_postfix(gen=f"{losses['gen_loss_total']:.3f}", mel=f"{losses['mel_spec_error']:.3f}",
+                                sb=f"{time.time() - t0:.2f}")
+            last = run.steps + 1 >= max_steps
+            if (run.steps % a.checkpoint_interval == 0 and run.steps != 0) or last:
+                run.save()
+            if run.steps % a.summary_interval == 0:
+                for k, v in losses.items():
+                    writer.add_scalar(f"training/{k}", v, run.steps)
+            if run.steps % a.validation_interval == 0 or last:
+                history["validation"].append((run.steps, run.validate(validset, a.valid_clips, writer)))
+            bar.update(1)
+            if last:
+                done = True
+                break
+            run.steps += 1
+        if not done:
+            run.sched_g.step()
+            run.sched_d.step()
+            run.epoch += 1
+    bar.close()
+    writer.close()
+    summary = {"start_step": start_step, "last_step": run.steps, "epoch": run.epoch, **history}
+    write_json(out / "train_summary.json", summary)
+    return summary
+
+
+@cli_main
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    s = train(a)
+    val = s["validation"][-1][1] if s["validation"] else float("nan")
+    print(f"trained steps {s['start_step']}..{s['last_step']} in {a.checkpoint_path}; "
+          f"validation mel error {val:.3f}")
+    print(json.dumps({"checkpoint_path": a.checkpoint_path, "last_step": s["last_step"]}))
+
+
+if __name__ == "__main__":
+    main()
