@@ -6,19 +6,24 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hifigan.atomic import save_npy
 from hifigan.mel_config import MelConfig
 
 CONFIG = MelConfig()
+# A 16-mel config keeps diffusion tests fast (the UNet's cost scales with the mel height).
+SMALL = MelConfig(num_mels=16, preset="test16")
 
 
-def toy_mel(pitch: int, family: int, rng: np.random.Generator, frames: int = 80, shift: float = 0.0) -> np.ndarray:
+def toy_mel(
+    pitch: int, family: int, rng: np.random.Generator, frames: int = 80, shift: float = 0.0, num_mels: int = 80
+) -> np.ndarray:
     """A 'note': harmonic bands whose lowest bin follows the pitch, brightness by family."""
-    m = CONFIG.num_mels
+    m = num_mels
     bins = np.arange(m)[:, None]
     mel = np.full((m, frames), -9.0) + shift
-    base = 2 + (pitch - 21) * 0.8
+    base = 2 + (pitch - 21) * 0.8 * m / 80
     for h in range(1, 4):
         centre = base * (1 + 0.6 * (h - 1))
         if centre < m:
@@ -36,18 +41,19 @@ def make_melset(
     seed: int = 0,
     shift: float = 0.0,
     frames: int = 80,
+    config: MelConfig = CONFIG,
 ) -> Path:
     n_per_split = n_per_split or {"train": 24, "valid": 12, "test": 12}
     rng = np.random.default_rng(seed)
     root = Path(root)
-    CONFIG.save(root / "mel_config.json")
+    config.save(root / "mel_config.json")
     lines = []
     for split, n in n_per_split.items():
         for i in range(n):
             pitch = int(pitches[i % len(pitches)])
             fam = int(families[(i // len(pitches)) % len(families)])
             cid = f"{split}_{i:03d}"
-            mel = toy_mel(pitch, fam, rng, frames, shift)
+            mel = toy_mel(pitch, fam, rng, frames, shift, config.num_mels)
             save_npy(root / split / f"{cid}.npy", mel)
             lines.append({
                 "id": cid, "split": split, "source": f"{cid}.wav", "frames": frames, "pitch": pitch,
@@ -65,3 +71,57 @@ def make_sample_dir(root: Path, mels: list[np.ndarray], config: MelConfig = CONF
     for i, m in enumerate(mels):
         save_npy(root / f"sample_{i:05d}.npy", m.astype(np.float32))
     return root
+
+
+TINY_FLAGS = dict(
+    num_channels=32, num_res_blocks=1, channel_mult="1,1", attention_resolutions="", num_heads=1,
+    diffusion_steps=20, noise_schedule="cosine", crop_width=16, learn_sigma=True,
+)
+
+
+def make_tiny_run(run_dir: Path, config: MelConfig = SMALL, step: int = 0, seed: int = 0, **flags) -> Path:
+    """A run dir with args.json and one complete (untrained) checkpoint of a tiny UNet."""
+    import torch
+
+    from improved_diffusion import checkpoint as ckpt
+    from improved_diffusion.script_util import (
+        create_model_and_diffusion,
+        model_and_diffusion_defaults,
+    )
+
+    args = {**model_and_diffusion_defaults(), **TINY_FLAGS, "num_mels": config.num_mels, **flags,
+            "ema_rate": "0.9999"}
+    torch.manual_seed(seed)
+    model, _ = create_model_and_diffusion(**{k: args[k] for k in model_and_diffusion_defaults()})
+    run_dir = Path(run_dir)
+    ckpt.write_args(run_dir, args, config)
+    state = model.state_dict()
+    ckpt.save_checkpoint(run_dir, step, state, {0.9999: state}, {"step": step})
+    return run_dir
+
+
+def run_script(name: str, argv: list[str]) -> int:
+    """Run scripts/<name>.py's main(argv) in this process (no interpreter start-up); exit code."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    try:
+        mod.main([str(a) for a in argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core machine can
+    be 40x slower (spin-waiting). Restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

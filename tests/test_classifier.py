@@ -1,10 +1,8 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import torch
-from eval_helpers import make_melset
+from eval_helpers import make_melset, one_torch_thread, run_script  # noqa: F401 (fixture)
 
 from evaluation.classifier import (
     IGNORE,
@@ -40,13 +38,11 @@ def test_learns_separable_toy_set_above_chance(tmp_path):
     assert acc["pitch"] > base["pitch"]
 
 
-def test_script_saves_loadable_weights(tmp_path):
+def test_script_saves_loadable_weights(tmp_path, capsys):
     root = make_melset(tmp_path / "mels", {"train": 12, "valid": 6})
     out = tmp_path / "clf"
-    r = subprocess.run([sys.executable, "scripts/train_classifier.py", "--data_dir", str(root),
-                        "--out", str(out), "--max_steps", "3", "--channels", "8"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "valid accuracy" in r.stdout
+    assert run_script("train_classifier", ["--data_dir", root, "--out", out, "--max_steps", "3", "--channels", "8"]) == 0
+    assert "valid accuracy" in capsys.readouterr().out
     acc = json.loads((out / "accuracies.json").read_text())
     assert set(acc) == {"train", "valid"} and 0.0 <= acc["valid"]["pitch"] <= 1.0
     torch.load(out / "classifier.pt", weights_only=True)
@@ -54,6 +50,6 @@ def test_script_saves_loadable_weights(tmp_path):
     assert model.cfg.channels == 8 and cfg.num_mels == 80
     x = np.zeros((2, 80, 64), np.float32)
     assert model(torch.from_numpy(x))["embedding"].shape == (2, 128)
-    r = subprocess.run([sys.executable, "scripts/train_classifier.py", "--data_dir", str(tmp_path / "none"),
-                        "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert run_script("train_classifier", ["--data_dir", tmp_path / "none", "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "none" in err[0]

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import pytest
-from eval_helpers import CONFIG, make_melset, make_sample_dir, toy_mel
+from eval_helpers import CONFIG, make_melset, make_sample_dir, one_torch_thread, run_script, toy_mel  # noqa: F401 (fixture)
 
 from evaluation import metrics
 from evaluation.classifier import ClassifierConfig, save_classifier, train_classifier
@@ -114,29 +114,24 @@ def test_identical_sets_near_zero_and_shifted_large(trained):
     assert s["spectral"]["bin_mean_rmse"] > 1.0
 
 
-def test_script_writes_json_and_rejects_config_mismatch(trained, tmp_path):
+def test_script_writes_json_and_rejects_config_mismatch(trained, tmp_path, capsys):
     root, mels, train = trained
     out = tmp_path / "m.json"
-    script = "scripts/audio_metrics.py"
-    r = subprocess.run(
-        [sys.executable, script, "--real", str(mels), "--generated", str(root / "same"),
-         "--classifier", str(root / "clf"), "--out", str(out)], capture_output=True, text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    assert run_script("audio_metrics", ["--real", mels, "--generated", root / "same", "--classifier",
+                                        root / "clf", "--out", out]) == 0
+    assert "floor" in capsys.readouterr().out
     m = json.loads(out.read_text())
     for key in ("fd", "is_pitch", "is_family", "pitch_entropy", "ndb_k"):
         assert isinstance(m[key], float) and isinstance(m["floor"][key], float)
     other = make_sample_dir(tmp_path / "other", train.mels[:3], MelConfig.from_preset("16k"))
-    r = subprocess.run(
-        [sys.executable, script, "--real", str(mels), "--generated", str(other),
-         "--classifier", str(root / "clf"), "--out", str(tmp_path / "x.json")], capture_output=True, text=True,
-    )
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
+    code = run_script("audio_metrics", ["--real", mels, "--generated", other, "--classifier", root / "clf",
+                                        "--out", tmp_path / "x.json"])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "mel config mismatch" in lines[0] and "sampling_rate" in lines[0]
     assert not (tmp_path / "x.json").exists()
     r = subprocess.run(
-        [sys.executable, script, "--real", str(tmp_path / "nope"), "--generated", str(other),
+        [sys.executable, "scripts/audio_metrics.py", "--real", str(tmp_path / "nope"), "--generated", str(other),
          "--classifier", str(root / "clf"), "--out", str(tmp_path / "x.json")], capture_output=True, text=True,
     )
     assert r.returncode == 2 and r.stderr.startswith("error:") and "nope" in r.stderr

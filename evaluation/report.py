@@ -1,0 +1,422 @@
+"""The report: one self-contained folder (index.html + assets/ + report.md) from run dirs.
+
+Each run dir is read by convention (what the other scripts write there): args.json
+(required), progress.csv, losses.json (eval_losses.py), metrics.json (audio_metrics.py),
+samples/ (mel_sample.py: sample_*.npy/.wav), interp/ (interpolate.py), variations/
+(variations.py), zero_shot.json (eval_losses.py --zero_shot). The mel set comes from
+args.json's data_dir (or --data_dir) for stats.json and real clips; --experiments adds the
+grid table and the "what did not work" list. Every missing piece renders as "not computed".
+Every name or text that comes from data or flags goes through html.escape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hifigan.atomic import write_text
+from hifigan.errors import UserError
+
+NOT_COMPUTED = '<p class="nc">not computed</p>'
+METRIC_KEYS = ("fd", "is_pitch", "is_family", "pitch_entropy", "ndb_k", "family_tv")
+LOSS_KEYS = ("loss", "mse", "vb", "bpd", "prior_bpd")
+SETUP_KEYS = ("num_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "learn_sigma",
+              "noise_schedule", "diffusion_steps", "crop_width", "batch_size", "lr", "max_steps", "ema_rate",
+              "precision", "seed")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] or "x"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "not computed"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c).replace("|", "/") for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Run:
+    path: Path
+    args: dict
+    mel_config: dict
+    label: str
+    losses: dict | None = None
+    metrics: dict | None = None
+    zero_shot: dict | None = None
+    assets: dict = field(default_factory=dict)
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    path = Path(path)
+    if path.is_file():  # a checkpoint: its run dir
+        path = path.parent
+    if not path.is_dir():
+        raise UserError(f"{path}: run dir does not exist")
+    args_path = path / "args.json"
+    if not args_path.is_file():
+        raise UserError(f"{path}: no args.json (not a run dir written by mel_train.py)")
+    args = _read_json(args_path)
+    if not isinstance(args, dict):
+        raise UserError(f"{args_path}: not a JSON object")
+    return Run(path, args, args.get("mel_config") or {}, path.name,
+               _read_json(path / "losses.json"), _read_json(path / "metrics.json"), _read_json(path / "zero_shot.json"))
+
+
+class Report:
+    """Collects sections as HTML + Markdown and copies assets into `out`."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.html: list[str] = []
+        self.md: list[str] = []
+        (out / "assets").mkdir(parents=True, exist_ok=True)
+
+    def copy(self, src: Path, name: str) -> str:
+        """Copy `src` to assets/<name> and return the relative reference."""
+        dst = self.out / "assets" / _safe(name)
+        shutil.copyfile(src, dst)
+        return f"assets/{dst.name}"
+
+    def section(self, title: str, body: str, md: str | None = None) -> None:
+        self.html.append(f"<section><h2>{escape(title)}</h2>{body}</section>")
+        if md is not None:
+            self.md.append(f"## {title}\n\n{md}\n")
+
+    def audio(self, ref: str, caption: str) -> str:
+        return (f'<figure class="clip"><figcaption>{escape(caption)}</figcaption>'
+                f'<audio controls preload="none" src="{escape(ref)}"></audio></figure>')
+
+    def img(self, ref: str, alt: str) -> str:
+        return f'<img src="{escape(ref)}" alt="{escape(alt)}">'
+
+
+# -- sections ------------------------------------------------------------------------------------
+def setup_section(rep: Report, runs: list[Run]) -> None:
+    header = ["run", "step", *SETUP_KEYS]
+    rows = [[r.label, (r.losses or {}).get("step"), *(r.args.get(k) for k in SETUP_KEYS)] for r in runs]
+    cfg = runs[0].mel_config
+    cfg_rows = [[k, v] for k, v in sorted(cfg.items())]
+    body = table(header, rows) + "<h3>Mel config</h3>" + (table(["field", "value"], cfg_rows) if cfg else NOT_COMPUTED)
+    md = md_table(["run", "step", "channels", "res blocks", "learn_sigma", "schedule", "T", "width"],
+                  [[r.label, (r.losses or {}).get("step"), r.args.get("num_channels"), r.args.get("num_res_blocks"),
+                    r.args.get("learn_sigma"), r.args.get("noise_schedule"), r.args.get("diffusion_steps"),
+                    r.args.get("crop_width")] for r in runs])
+    md += f"\nMel config: preset {cfg.get('preset', '?')}, {cfg.get('sampling_rate', '?')} Hz, " \
+          f"{cfg.get('num_mels', '?')} mels, hop {cfg.get('hop_size', '?')}.\n"
+    rep.section("Setup", body, md)
+
+
+def data_section(rep: Report, data_dir: Path | None) -> None:
+    if data_dir is None or not data_dir.is_dir():
+        rep.section("Data", NOT_COMPUTED, "not computed\n")
+        return
+    stats = _read_json(data_dir / "stats.json")
+    counts: dict[str, int] = {}
+    manifest = data_dir / "manifest.jsonl"
+    if manifest.is_file():
+        for line in manifest.read_text().splitlines():
+            if line.strip():
+                split = json.loads(line).get("split", "?")
+                counts[split] = counts.get(split, 0) + 1
+    rows = [[s, n] for s, n in sorted(counts.items())]
+    body = f"<p>mel set: <code>{escape(str(data_dir))}</code></p>" + (table(["split", "clips"], rows) if rows else NOT_COMPUTED)
+    if isinstance(stats, dict):
+        scalars = [[k, v] for k, v in sorted(stats.items()) if isinstance(v, int | float | str)]
+        body += "<h3>stats.json</h3>" + table(["statistic", "value"], scalars)
+        splits = stats.get("splits")
+        if isinstance(splits, dict):
+            keys = sorted({k for v in splits.values() if isinstance(v, dict) for k, x in v.items() if isinstance(x, int | float)})
+            body += table(["split", *keys], [[s, *(v.get(k) for k in keys)] for s, v in sorted(splits.items())])
+    else:
+        body += "<h3>stats.json</h3>" + NOT_COMPUTED
+    md = md_table(["split", "clips"], rows) if rows else "not computed\n"
+    rep.section("Data", body, md)
+
+
+def losses_section(rep: Report, runs: list[Run]) -> None:
+    header = ["run", "weights", "split", *LOSS_KEYS, *(f"loss_q{i}" for i in range(4))]
+    rows = []
+    for r in runs:
+        for w, wr in ((r.losses or {}).get("weights") or {}).items():
+            for split, v in (wr.get("splits") or {}).items():
+                v = v or {}
+                rows.append([r.label, w, split, *(v.get(k) for k in LOSS_KEYS), *(v.get(f"loss_q{i}") for i in range(4))])
+    if not rows:
+        rep.section("Losses per split", NOT_COMPUTED, "not computed\n")
+        return
+    note = ("<p>loss = mse (+ vb when the variance is learned) at stratified timesteps; loss_q0..q3 by timestep "
+            "quartile (q0 = least noise); bpd = full variational bound in bits/dim of the normalised mel at "
+            "8-bit bins.</p>")
+    md_rows = [row[:3] + [row[3], row[6]] for row in rows if row[1] == "ema" or len(runs) == 1]
+    rep.section("Losses per split", note + table(header, rows), md_table(["run", "weights", "split", "loss", "bpd"], md_rows))
+
+
+def curves_section(rep: Report, runs: list[Run]) -> None:
+    from evaluation.losses import plot_curves
+
+    parts = []
+    for i, r in enumerate(runs):
+        png = plot_curves(r.path, rep.out / "assets" / f"curves_{i}_{_safe(r.label)}.png")
+        if png is not None:
+            parts.append(f"<h3>{escape(r.label)}</h3>" + rep.img(f"assets/{png.name}", f"loss curves of {r.label}"))
+    rep.section("Training curves", "".join(parts) or NOT_COMPUTED)
+
+
+def metrics_section(rep: Report, runs: list[Run]) -> None:
+    parts, md_rows = [], []
+    for r in runs:
+        m = r.metrics
+        if not isinstance(m, dict):
+            parts.append(f"<h3>{escape(r.label)}</h3>{NOT_COMPUTED}")
+            md_rows.append([r.label, *(None for _ in METRIC_KEYS)])
+            continue
+        floor = m.get("floor") or {}
+        rows = [[k, m.get(k), floor.get(k)] for k in METRIC_KEYS]
+        spec = m.get("spectral") or {}
+        fspec = floor.get("spectral") or {}
+        rows += [[f"spectral {k}", spec.get(k), fspec.get(k)] for k in sorted(spec)]
+        notes = "".join(f"<li>{escape(str(n))}</li>" for n in m.get("notes") or [])
+        parts.append(f"<h3>{escape(r.label)}</h3><p>{escape(str(m.get('n', '?')))} generated clips vs "
+                     f"{escape(str(m.get('n_real', '?')))} real train clips; floor = held-out real vs the same train clips.</p>"
+                     + table(["metric", "generated vs real", "floor (real vs real)"], rows)
+                     + (f"<ul>{notes}</ul>" if notes else ""))
+        md_rows.append([r.label, *(f"{_fmt(m.get(k))} ({_fmt(floor.get(k))})" for k in METRIC_KEYS)])
+    expl = ("<p>fd: Frechet distance of the evaluation classifier's embedding (lower is better); is_pitch / "
+            "is_family: Inception-style scores of its heads; pitch_entropy in bits; ndb_k: fraction of k-means "
+            "bins with a significantly different share (lower is better). Each is shown next to the real-vs-real "
+            "floor, the value the best possible model would get on this many clips.</p>")
+    rep.section("Audio metrics", expl + "".join(parts), md_table(["run", *METRIC_KEYS], md_rows) +
+                "\nValues: generated (real-vs-real floor).\n")
+
+
+def _npys(folder: Path, pattern: str, limit: int) -> list[Path]:
+    return sorted(folder.glob(pattern))[:limit] if folder.is_dir() else []
+
+
+def samples_dir(run: Run) -> Path | None:
+    d = run.path / "samples"
+    if list(d.glob("sample_*.npy")):
+        return d
+    subs = sorted(p for p in d.glob("*") if p.is_dir() and list(p.glob("sample_*.npy"))) if d.is_dir() else []
+    return subs[-1] if subs else None
+
+
+def spectrogram_section(rep: Report, runs: list[Run], real: list[tuple[str, np.ndarray]], n: int) -> None:
+    from evaluation.generation import mel_grid_png
+
+    parts = []
+    for i, r in enumerate(runs):
+        sd = samples_dir(r)
+        gen = [np.load(p) for p in _npys(sd, "sample_*.npy", n)] if sd else []
+        rows, labels = [], []
+        if real:
+            rows.append([m for _, m in real[:n]])
+            labels.append("real")
+        if gen:
+            rows.append(gen)
+            labels.append("generated")
+        if not gen:
+            parts.append(f"<h3>{escape(r.label)}</h3>{NOT_COMPUTED}")
+            continue
+        png = mel_grid_png(rows, rep.out / "assets" / f"grid_{i}_{_safe(r.label)}.png", row_labels=labels)
+        parts.append(f"<h3>{escape(r.label)}</h3>" + rep.img(f"assets/{png.name}", f"real vs generated, {r.label}"))
+    rep.section("Spectrograms: real vs generated", "".join(parts) or NOT_COMPUTED)
+
+
+def audio_section(rep: Report, runs: list[Run], real: list[tuple[str, np.ndarray]], real_wavs: list[Path],
+                  copy_wavs: list[Path], n: int) -> None:
+    parts = ["<h3>Real</h3>" + ("".join(rep.audio(rep.copy(p, f"real_{p.name}"), p.stem) for p in real_wavs) or NOT_COMPUTED)]
+    # copy-synthesis WAVs are written straight into assets/
+    parts.append("<h3>Copy-synthesis (real mel through the vocoder)</h3>" +
+                 ("".join(rep.audio(f"assets/{p.name}", p.stem) for p in copy_wavs) or NOT_COMPUTED))
+    for i, r in enumerate(runs):
+        sd = samples_dir(r)
+        wavs = sorted(sd.glob("sample_*.wav"))[:n] if sd else []
+        clips = "".join(rep.audio(rep.copy(p, f"gen_{i}_{p.name}"), p.stem) for p in wavs)
+        parts.append(f"<h3>Generated: {escape(r.label)}</h3>" + (clips or NOT_COMPUTED))
+    rep.section("Audio", "".join(parts))
+
+
+def interpolation_section(rep: Report, runs: list[Run]) -> None:
+    parts = []
+    for i, r in enumerate(runs):
+        for kind in ("interp", "variations"):
+            d = r.path / kind
+            if not (d / "grid.png").is_file():
+                continue
+            ref = rep.copy(d / "grid.png", f"{kind}_{i}_grid.png")
+            clips = "".join(rep.audio(rep.copy(p, f"{kind}_{i}_{p.name}"), p.stem) for p in sorted(d.glob("*.wav")))
+            info = _read_json(d / "interpolation.json") or {}
+            err = info.get("endpoint_mae")
+            note = f"<p>endpoint reconstruction MAE (normalised): {escape(_fmt(err[0]))}, {escape(_fmt(err[1]))}</p>" \
+                if isinstance(err, list) and len(err) == 2 else ""
+            parts.append(f"<h3>{escape(r.label)}: {escape(kind)}</h3>" + rep.img(ref, f"{kind} of {r.label}") + note
+                         + f'<div class="row">{clips}</div>')
+    rep.section("Interpolation and variations", "".join(parts) or NOT_COMPUTED)
+
+
+def zero_shot_section(rep: Report, runs: list[Run]) -> None:
+    rows = []
+    for r in runs:
+        z = r.zero_shot
+        if not isinstance(z, dict):
+            continue
+        for side in ("own", "other"):
+            v = z.get(side) or {}
+            m = v.get("metrics") or {}
+            rows.append([r.label, side, v.get("data_dir"), v.get("loss"), v.get("mse"), v.get("bpd"), m.get("fd"), m.get("ndb_k")])
+    if not rows:
+        rep.section("Zero-shot (trained on one set, evaluated on another)", NOT_COMPUTED)
+        return
+    header = ["run", "set", "data_dir", "loss", "mse", "bpd", "fd", "ndb_k"]
+    rep.section("Zero-shot (trained on one set, evaluated on another)", table(header, rows), md_table(header, rows))
+
+
+def experiments_section(rep: Report, exp_dir: Path | None) -> list[str]:
+    summary = _read_json(exp_dir / "experiments.json") if exp_dir else None
+    if not isinstance(summary, dict):
+        rep.section("Experiments", NOT_COMPUTED, "not computed\n")
+        return []
+    from evaluation.experiments import COLUMNS
+
+    rows = [[row.get(c) for c in COLUMNS] for row in summary.get("rows", [])]
+    grid = summary.get("grid") or {}
+    body = (f"<p>{escape(str(len(rows)))} configurations, {escape(str(grid.get('max_steps')))} steps each; "
+            f"base flags <code>{escape(json.dumps(grid.get('base', {}), sort_keys=True))}</code></p>"
+            + table(list(COLUMNS), rows))
+    rep.section("Experiments", body, md_table(list(COLUMNS[:7]), [r[:7] for r in rows]))
+    return list(summary.get("did_not_work") or [])
+
+
+def did_not_work_section(rep: Report, runs: list[Run], notes: list[str]) -> None:
+    notes = list(notes)
+    for r in runs:
+        m = r.metrics if isinstance(r.metrics, dict) else {}
+        floor = m.get("floor") or {}
+        for k, worse in (("fd", "higher"), ("ndb_k", "higher")):
+            if m.get(k) is not None and floor.get(k) is not None and m[k] > 2 * floor[k] + 1e-9:
+                notes.append(f"{r.label}: {k} {m[k]:.3g} is far from the real-vs-real floor {floor[k]:.3g} ({worse} is worse)")
+        for w, wr in ((r.losses or {}).get("weights") or {}).items():
+            splits = wr.get("splits") or {}
+            tr, va = (splits.get("train") or {}).get("loss"), (splits.get("valid") or {}).get("loss")
+            if isinstance(tr, float) and isinstance(va, float) and va > 1.2 * tr:
+                notes.append(f"{r.label} ({w}): valid loss {va:.4g} > 1.2x train loss {tr:.4g} (overfitting)")
+    if not notes:
+        rep.section("What did not work", "<p>Nothing flagged by the automatic checks (failed runs, non-finite "
+                    "losses, metrics far above the floor, train/valid gap).</p>", "Nothing flagged.\n")
+        return
+    rep.section("What did not work", "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>",
+                "".join(f"- {n}\n" for n in notes))
+
+
+# -- real clips ------------------------------------------------------------------------------------
+def real_examples(data_dir: Path | None, width: int, n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """A few held-out (valid, else test, else train) crops of `width` frames, log-mel."""
+    if data_dir is None or not (data_dir / "manifest.jsonl").is_file():
+        return []
+    from evaluation.mels import fixed_crops, load_melset
+
+    for split in ("valid", "test", "train"):
+        coll = load_melset(data_dir, split)
+        if len(coll):
+            crops = fixed_crops(coll.mels[:n], width, seed)
+            return list(zip(coll.names[:n], crops))
+    return []
+
+
+def copy_synthesis(real: list[tuple[str, np.ndarray]], config_dict: dict, out: Path, griffin_lim: bool) -> list[Path]:
+    """Vocode the real crops: what the vocoder alone does to real mels (the audio ceiling)."""
+    if not real or not config_dict:
+        return []
+    from hifigan.inference import vocode_batches, vocoder_for, write_wavs
+    from hifigan.mel_config import MelConfig
+
+    config = MelConfig.from_dict(config_dict)
+    voc = vocoder_for(config, griffin_lim=griffin_lim)
+    audio = vocode_batches(voc, [m for _, m in real], progress=False)
+    return write_wavs(audio, [f"copy_{_safe(name)}" for name, _ in real], out, voc.sampling_rate)
+
+
+def make_report(
+    run_dirs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    experiments: str | os.PathLike | None = None,
+    audio_root: str | os.PathLike | None = None,
+    n_examples: int = 4,
+    vocode_real: bool = True,
+    griffin_lim: bool = False,
+) -> Path:
+    if not run_dirs:
+        raise UserError("give at least one run dir")
+    runs = [load_run(p) for p in run_dirs]
+    out = Path(out_dir)
+    rep = Report(out)
+    data = Path(data_dir) if data_dir else (Path(runs[0].args["data_dir"]) if runs[0].args.get("data_dir") else None)
+    width = int(runs[0].args.get("crop_width", 64))
+    real = real_examples(data, width, n_examples)
+    real_wavs = []
+    if audio_root and data is not None and (data / "manifest.jsonl").is_file():
+        from datasets.melset import read_manifest
+
+        by_id = {e["id"]: e for e in read_manifest(data / "manifest.jsonl")}
+        for name, _ in real:
+            src = Path(audio_root) / str(by_id.get(name, {}).get("source", ""))
+            if src.is_file() and src.suffix.lower() == ".wav":
+                real_wavs.append(src)
+    copy_wavs: list[Path] = []
+    if vocode_real:
+        copy_wavs = copy_synthesis(real, runs[0].mel_config, out / "assets", griffin_lim)
+    title = "mel-diffusion report: " + ", ".join(r.label for r in runs)
+    setup_section(rep, runs)
+    data_section(rep, data)
+    losses_section(rep, runs)
+    curves_section(rep, runs)
+    metrics_section(rep, runs)
+    spectrogram_section(rep, runs, real, n_examples)
+    audio_section(rep, runs, real, real_wavs, copy_wavs, n_examples)
+    interpolation_section(rep, runs)
+    zero_shot_section(rep, runs)
+    notes = experiments_section(rep, Path(experiments) if experiments else None)
+    did_not_work_section(rep, runs, notes)
+    css = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;"
+           "margin:.5em 0;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+           ".nc{color:#999;font-style:italic}figure.clip{display:inline-block;margin:4px}figcaption{font-size:11px}")
+    html = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{css}</style></head><body><h1>{escape(title)}</h1>" + "".join(rep.html) + "</body></html>\n")
+    write_text(out / "index.html", html)
+    write_text(out / "report.md", f"# {title}\n\n" + "\n".join(rep.md))
+    return out / "index.html"

@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Write a self-contained report (index.html + assets/ + report.md) from one or more run dirs.
+
+  python scripts/make_report.py runs/demo/run --experiments runs/demo/experiments --out runs/demo/report
+Reads what the other scripts leave in each run dir (losses.json, metrics.json, samples/,
+interp/, variations/, zero_shot.json, progress.csv); anything missing shows "not computed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.report import make_report  # noqa: E402
+from hifigan.errors import cli_main  # noqa: E402
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", help="run dirs written by mel_train.py")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--data_dir", default=None, help="mel set (default: data_dir in the first run's args.json)")
+    p.add_argument("--experiments", default=None, help="folder written by run_experiments.py")
+    p.add_argument("--audio_root", default=None, help="folder the mel set's source clips are relative to")
+    p.add_argument("--examples", type=int, default=4, help="clips per row")
+    p.add_argument("--no_copy_synthesis", action="store_true", help="do not vocode real mels")
+    p.add_argument("--griffin_lim", action="store_true", help="copy-synthesis with Griffin-Lim")
+    a = p.parse_args(argv)
+    index = make_report(a.run_dirs, a.out, a.data_dir, a.experiments, a.audio_root, a.examples,
+                        vocode_real=not a.no_copy_synthesis, griffin_lim=a.griffin_lim)
+    print(f"wrote {index} and {index.parent / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

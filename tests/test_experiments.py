@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from eval_helpers import SMALL, make_melset, one_torch_thread, run_script  # noqa: F401 (fixture)
+
+from evaluation import experiments as ex
+from hifigan.errors import UserError
+
+TINY = {"num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1", "attention_resolutions": "",
+        "num_heads": 1, "diffusion_steps": 10, "noise_schedule": "cosine", "crop_width": 16, "num_mels": 16, "batch_size": 2,
+        "log_interval": 1}
+
+
+def test_expand_and_grid_errors(tmp_path):
+    runs = ex.expand({"grid": {"noise_schedule": ["linear", "cosine"], "learn_sigma": [True, False]}})
+    assert [n for n, _ in runs] == ["noise_schedule=linear-learn_sigma=true", "noise_schedule=linear-learn_sigma=false",
+                                    "noise_schedule=cosine-learn_sigma=true", "noise_schedule=cosine-learn_sigma=false"]
+    assert runs[3][1] == {"noise_schedule": "cosine", "learn_sigma": False}
+    assert ex.expand({"grid": {}}) == [("base", {})]
+    bad = tmp_path / "g.json"
+    bad.write_text(json.dumps({"data_dir": "m", "max_steps": 1, "grid": {"lr": 1e-4}}))
+    with pytest.raises(UserError, match="non-empty lists"):
+        ex.load_grid(bad)
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="cannot parse"):
+        ex.load_grid(bad)
+    (tmp_path / "g.yaml").write_text("data_dir: m\nmax_steps: 2\ngrid: {lr: [0.1]}\n")
+    assert ex.load_grid(tmp_path / "g.yaml")["data_dir"] == str(tmp_path / "m")
+    with pytest.raises(UserError, match="unknown training flags"):
+        ex.run_flags({"data_dir": "m", "max_steps": 1, "base": {"no_such_flag": 1}}, {}, tmp_path)
+
+
+def test_did_not_work_notes():
+    ok = {"status": "ok", "eval": {"losses": {"weights": {"ema": {"splits": {"valid": {"loss": 1.0}}}}}}}
+    worse = {"status": "ok", "eval": {"losses": {"weights": {"ema": {"splits": {"valid": {"loss": 2.0}}}}}}}
+    notes = ex.what_did_not_work({"a": ok, "b": worse, "c": {"status": "failed", "error": "boom"}})
+    assert notes[0] == "c: failed (boom)"
+    assert any(n.startswith("b: validation loss 2 is 2.00x the best (a") for n in notes)
+
+
+def test_tiny_grid_runs(tmp_path, capsys):
+    make_melset(tmp_path / "mels", {"train": 6, "valid": 2}, frames=20, config=SMALL)
+    grid = {"data_dir": "mels", "max_steps": 2, "base": TINY, "grid": {"learn_sigma": [True, False]},
+            "num_samples": 2, "loss_clips": 2, "bpd_clips": 1}
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    out = tmp_path / "exp"
+    assert run_script("run_experiments", [tmp_path / "grid.json", "--out", out]) == 0
+    assert "| learn_sigma=false | ok |" in capsys.readouterr().out
+    summary = json.loads((out / "experiments.json").read_text())
+    assert [row["name"] for row in summary["rows"]] == ["learn_sigma=true", "learn_sigma=false"]
+    assert all(run["status"] == "ok" for run in summary["runs"].values()), summary["runs"]
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("name,status,step,train_loss") and len(rows) == 3
+    for name in summary["runs"]:
+        assert (out / name / "model000002.pt").is_file()
+        assert len(list((out / name / "samples").glob("sample_*.npy"))) == 2
+        losses = json.loads((out / name / "losses.json").read_text())
+        v = losses["weights"]["ema"]["splits"]["valid"]
+        assert v["loss"] > 0 and v["bpd"] > 0
+    # learn_sigma adds the vb term to the loss; without it loss == mse
+    sig = summary["runs"]["learn_sigma=true"]["eval"]["losses"]["weights"]["ema"]["splits"]["valid"]
+    nosig = summary["runs"]["learn_sigma=false"]["eval"]["losses"]["weights"]["ema"]["splits"]["valid"]
+    assert "vb" in sig and "vb" not in nosig and nosig["loss"] == pytest.approx(nosig["mse"])
+    assert "| learn_sigma=true | ok | 2 |" in (out / "summary.md").read_text()
+
+
+def test_script_bad_grid_is_one_line_error(tmp_path):
+    (tmp_path / "g.json").write_text(json.dumps({"max_steps": 1}))
+    r = subprocess.run([sys.executable, "scripts/run_experiments.py", str(tmp_path / "g.json"), "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {tmp_path / 'g.json'}: missing 'data_dir'"

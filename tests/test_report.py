@@ -1,0 +1,115 @@
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eval_helpers import (  # noqa: F401
+    SMALL,
+    make_melset,
+    make_sample_dir,
+    make_tiny_run,
+    one_torch_thread,
+    run_script,
+    toy_mel,
+)
+
+from evaluation.report import make_report
+from hifigan.atomic import write_json
+from hifigan.audio import write_wav
+from hifigan.errors import UserError
+
+EVIL = "<b>&x\"'"
+
+
+def _refs(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"]+)"', html)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    mels = make_melset(root / "mels", {"train": 4, "valid": 3}, frames=20, config=SMALL)
+    write_json(mels / "stats.json", {"mean": -5.0, "std": 2.0, "splits": {"train": {"clips": 4, "mean": -5.1}}})
+    run = make_tiny_run(root / f"run {EVIL}", data_dir=str(mels), max_steps=5)
+    (run / "progress.csv").write_text("step,loss,val_loss\n1,1.0,\n2,0.8,0.9\n")
+    v = {"loss": 0.5, "mse": 0.4, "vb": 0.1, "bpd": 3.0, "prior_bpd": 0.0, "loss_q0": 0.9}
+    write_json(run / "losses.json", {"step": 5, "weights": {"ema": {"file": "e.pt", "splits": {
+        "train": v, "valid": {**v, "loss": 0.9}}}}})
+    write_json(run / "metrics.json", {"fd": 10.0, "is_pitch": 1.5, "is_family": 1.2, "pitch_entropy": 1.0,
+                                      "ndb_k": 0.5, "family_tv": 0.2, "n": 4, "n_real": 4, "notes": [f"note {EVIL}"],
+                                      "floor": {"fd": 1.0, "is_pitch": 2.5, "is_family": 1.9, "pitch_entropy": 1.5,
+                                                "ndb_k": 0.0, "family_tv": 0.0}})
+    rng = np.random.default_rng(0)
+    samples = make_sample_dir(run / "samples", [toy_mel(50, 0, rng, 16, num_mels=16) for _ in range(3)], SMALL)
+    for i in range(3):
+        write_wav(samples / f"sample_{i:05d}.wav", np.zeros(1600, np.float32), 16000)
+    (run / "interp").mkdir()
+    shutil.copyfile(run / "curves.png" if (run / "curves.png").exists() else _png(root), run / "interp" / "grid.png")
+    write_wav(run / "interp" / "interp_00.wav", np.zeros(800, np.float32), 16000)
+    bare = make_tiny_run(root / "bare", data_dir=str(mels))
+    exp = root / "exp"
+    write_json(exp / "experiments.json", {"grid": {"max_steps": 3, "base": {"lr": EVIL}},
+                                          "rows": [{"name": EVIL, "status": "failed"}],
+                                          "did_not_work": [f"{EVIL}: failed (boom)"]})
+    out = root / "out"
+    make_report([run, bare], out, experiments=exp, griffin_lim=True)
+    return out, run
+
+
+def _png(root: Path) -> Path:
+    from evaluation.generation import mel_grid_png
+
+    return mel_grid_png([[np.zeros((16, 16))]], root / "g.png")
+
+
+def test_every_reference_exists_and_is_inside(report):
+    out, _ = report
+    html = (out / "index.html").read_text()
+    refs = _refs(html)
+    assert len(refs) >= 8
+    for ref in refs:
+        assert not ref.startswith(("/", "http")) and ".." not in ref
+        assert (out / ref).is_file(), ref
+    assert sum(r.endswith(".wav") for r in refs) >= 3 + 3 + 1  # copy-synthesis, generated, interpolation
+    assert any("grid_0" in r for r in refs) and any("curves_0" in r for r in refs)
+
+
+def test_escaping_and_not_computed(report):
+    out, _ = report
+    html = (out / "index.html").read_text()
+    assert EVIL not in html and "<b>&x" not in html
+    assert "&lt;b&gt;&amp;x&quot;&#x27;" in html
+    assert "not computed" in html  # the bare run has no metrics/losses/samples
+    # the metric table holds generated and floor values
+    assert "<td>fd</td><td>10</td><td>1</td>" in html
+    md = (out / "report.md").read_text()
+    assert "## What did not work" in md and "failed (boom)" in md and "fd 10 is far from" in md
+    assert len(md.splitlines()) < 120  # "at most two pages"
+
+
+def test_bad_inputs(tmp_path, capsys):
+    with pytest.raises(UserError, match="does not exist"):
+        make_report([tmp_path / "nope"], tmp_path / "o")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model000001.pt").write_bytes(b"")
+    assert run_script("make_report", [tmp_path / "run" / "model000001.pt", "--out", tmp_path / "o"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no args.json" in err[0]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_page_loads_in_headless_chromium(report, tmp_path):
+    out, _ = report
+    r = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                        "--v=0", "--dump-dom", (out / "index.html").as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0
+    assert "What did not work" in r.stdout
+    bad = [line for line in r.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
+    assert not bad, bad
+    assert "ERR_FILE_NOT_FOUND" not in r.stderr
