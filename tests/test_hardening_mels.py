@@ -126,14 +126,14 @@ def train(data: Path, log_dir: Path, *extra, steps: int = 2, subprocess_: bool =
 
 
 INT_MEL = "datasets.melset.MelSet.load casts an int mel to float instead of refusing it"
-EMPTY_MEL = "MelSet.load says 'mel has shape (16, 0)', not that the mel is empty"
+ZERO_MEL = "MelSet.load lets np.load's EOFError for a 0-byte .npy escape (traceback)"
 
 
 @needs("mel_train.py")
 @pytest.mark.parametrize("bad", [
-    "nan", "wrong_bins", "zero_bytes",
+    "nan", "wrong_bins", "empty",
     pytest.param("int_dtype", marks=known_failure(INT_MEL)),
-    pytest.param("empty", marks=known_failure(EMPTY_MEL)),
+    pytest.param("zero_bytes", marks=known_failure(ZERO_MEL)),
 ])
 def test_train_bad_mel_file(tiny_melset, tiny_run, tmp_path, bad):
     """Resuming a run on a set with one broken train mel: one line naming it, run intact.
@@ -148,7 +148,8 @@ def test_train_bad_mel_file(tiny_melset, tiny_run, tmp_path, bad):
 
 
 @needs("mel_train.py")
-@known_failure("a UserError raised in a DataLoader worker is printed with the worker's traceback")
+@known_failure("hangs: loader workers ignore SIGTERM, so exit after a worker's UserError waits "
+               "forever for them; the message also carries the worker's traceback", run=False)
 def test_train_bad_mel_read_by_a_loader_worker(tiny_melset, tmp_path):
     """The same error when a DataLoader worker process meets the file (no worker traceback)."""
     data = broken_set(tiny_melset, tmp_path / "mels", bad="nan")
