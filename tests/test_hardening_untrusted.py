@@ -175,7 +175,7 @@ def test_vocode_needs_the_flag_for_a_pickled_extra(tmp_path):
     r = run_script("vocode.py", "--input_dir", mels, "--output_dir", tmp_path / "w1", "--checkpoint", voc)
     assert_user_error(r, "g_00000010", TRUST_FLAG)
     r = run_script("vocode.py", "--input_dir", mels, "--output_dir", tmp_path / "w2", "--checkpoint", voc,
-                   TRUST_FLAG)
+                   TRUST_FLAG, subprocess_=True)
     assert r.code == 0, r.err
     assert (tmp_path / "w2" / "a.wav").is_file()
 
