@@ -12,6 +12,7 @@ setup(
     description="improved-diffusion on HiFi-GAN log-mel spectrograms, with a vendored HiFi-GAN vocoder",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["improved_diffusion*", "hifigan*", "datasets*", "evaluation*"]),
+    package_data={"hifigan": ["configs/*.json"]},
     install_requires=[
         "torch==2.13.0",
         "numpy==2.4.6",

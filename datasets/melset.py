@@ -40,6 +40,31 @@ def read_manifest(path: Path) -> list[dict]:
     return entries
 
 
+def source_roots(mel_dir: str | os.PathLike, audio_root: str | os.PathLike | None = None) -> list[Path]:
+    """Folders a manifest's relative `source` paths may be under, most specific first:
+    the caller's `audio_root`, the input folder prep_mels.py recorded, the mel set, the cwd."""
+    mel_dir = Path(mel_dir)
+    roots = [Path(audio_root)] if audio_root else []
+    try:
+        recorded = json.loads((mel_dir / "stats.json").read_text()).get("source_root")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded:
+        roots.append(Path(recorded))
+    return roots + [mel_dir, Path.cwd()]
+
+
+def resolve_source(source: str, roots: list[Path]) -> Path | None:
+    """The existing file a manifest `source` names, or None."""
+    p = Path(source)
+    if p.is_absolute():
+        return p if p.is_file() else None
+    for root in roots:
+        if (root / p).is_file():
+            return root / p
+    return None
+
+
 class MelSet:
     """The clips of one prepared mel set, optionally restricted to one split."""
 
@@ -110,6 +135,10 @@ class MelSet:
     def path(self, index: int) -> Path:
         e = self.entries[index]
         return self.root / e["split"] / f"{e['id']}.npy"
+
+    def source_path(self, index: int, audio_root: str | os.PathLike | None = None) -> Path | None:
+        """The clip's source audio file (see source_roots), or None when it cannot be found."""
+        return resolve_source(self.entries[index]["source"], source_roots(self.root, audio_root))
 
     def load(self, index: int) -> np.ndarray:
         """The clip's float32 log-mel [num_mels, frames]; a bad file is a UserError naming it."""

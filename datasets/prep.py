@@ -355,6 +355,8 @@ def prepare(
         "mel_min": config.mel_min,
         "mel_max": config.mel_max,
         "splits": {s: stats[s].summary() for s in SPLITS if s in stats},
+        # Manifest sources are relative to this folder (datasets.melset.source_roots reads it).
+        "source_root": str(Path(input_dir).resolve()),
     }
     write_text(out / "manifest.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
     write_json(out / "stats.json", stats_json)

@@ -27,6 +27,7 @@ from hifigan.atomic import write_text
 from hifigan.errors import UserError
 
 NOT_COMPUTED = '<p class="nc">not computed</p>'
+SPLIT_ORDER = ("train", "valid", "test")
 METRIC_KEYS = ("fd", "is_pitch", "is_family", "pitch_entropy", "ndb_k", "family_tv")
 LOSS_KEYS = ("loss", "mse", "vb", "bpd", "prior_bpd")
 SETUP_KEYS = ("num_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "learn_sigma",
@@ -170,9 +171,10 @@ def losses_section(rep: Report, runs: list[Run]) -> None:
     header = ["run", "weights", "split", *LOSS_KEYS, *(f"loss_q{i}" for i in range(4))]
     rows = []
     for r in runs:
-        for w, wr in ((r.losses or {}).get("weights") or {}).items():
-            for split, v in (wr.get("splits") or {}).items():
-                v = v or {}
+        for w, wr in sorted(((r.losses or {}).get("weights") or {}).items(), key=lambda kv: kv[0] != "ema"):
+            splits = wr.get("splits") or {}
+            for split in sorted(splits, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s)):
+                v = splits[split] or {}
                 rows.append([r.label, w, split, *(v.get(k) for k in LOSS_KEYS), *(v.get(f"loss_q{i}") for i in range(4))])
     if not rows:
         rep.section("Losses per split", NOT_COMPUTED, "not computed\n")
@@ -333,7 +335,7 @@ def did_not_work_section(rep: Report, runs: list[Run], notes: list[str]) -> None
             splits = wr.get("splits") or {}
             tr, va = (splits.get("train") or {}).get("loss"), (splits.get("valid") or {}).get("loss")
             if isinstance(tr, float) and isinstance(va, float) and va > 1.2 * tr:
-                notes.append(f"{r.label} ({w}): valid loss {va:.4g} > 1.2x train loss {tr:.4g} (overfitting)")
+                notes.append(f"{r.label} ({w}): valid loss {va:.4g} > 1.2x train loss {tr:.4g} (train/valid gap)")
     if not notes:
         rep.section("What did not work", "<p>Nothing flagged by the automatic checks (failed runs, non-finite "
                     "losses, metrics far above the floor, train/valid gap).</p>", "Nothing flagged.\n")
@@ -389,13 +391,14 @@ def make_report(
     width = int(runs[0].args.get("crop_width", 64))
     real = real_examples(data, width, n_examples)
     real_wavs = []
-    if audio_root and data is not None and (data / "manifest.jsonl").is_file():
-        from datasets.melset import read_manifest
+    if data is not None and (data / "manifest.jsonl").is_file():
+        from datasets.melset import read_manifest, resolve_source, source_roots
 
         by_id = {e["id"]: e for e in read_manifest(data / "manifest.jsonl")}
+        roots = source_roots(data, audio_root)
         for name, _ in real:
-            src = Path(audio_root) / str(by_id.get(name, {}).get("source", ""))
-            if src.is_file() and src.suffix.lower() == ".wav":
+            src = resolve_source(str(by_id.get(name, {}).get("source", "")), roots)
+            if src is not None and src.suffix.lower() == ".wav":
                 real_wavs.append(src)
     copy_wavs: list[Path] = []
     if vocode_real:

@@ -31,22 +31,12 @@ class ClipRef:
     duration_s: float | None = None  # None: to the end of the file
 
 
-def _resolve(source: str, roots: list[Path]) -> Path | None:
-    p = Path(source)
-    if p.is_absolute():
-        return p if p.is_file() else None
-    for root in roots:
-        if (root / p).is_file():
-            return root / p
-    return None
-
-
 def clips_from_dirs(
     dirs: list[str | os.PathLike], audio_root: str | os.PathLike | None = None
 ) -> tuple[dict[str, list[ClipRef]], MelConfig | None]:
     """{'train': [...], 'valid': [...]} clips from mel sets and/or audio folders, and the first
     mel set's config (None when only audio folders were given)."""
-    from datasets.melset import read_manifest
+    from datasets.melset import read_manifest, resolve_source, source_roots
 
     splits: dict[str, list[ClipRef]] = {"train": [], "valid": [], "test": []}
     base_config = None
@@ -56,10 +46,9 @@ def clips_from_dirs(
         if (d / "manifest.jsonl").is_file():
             config = MelConfig.load(d / "mel_config.json")
             base_config = base_config or config
-            roots = [Path(audio_root)] if audio_root else []
-            roots += [d, Path.cwd()]
+            roots = source_roots(d, audio_root)
             for e in read_manifest(d / "manifest.jsonl"):
-                path = _resolve(e["source"], roots)
+                path = resolve_source(e["source"], roots)
                 if path is None:
                     raise UserError(
                         f"{d / 'manifest.jsonl'}: source {e['source']!r} of clip {e['id']!r} not found; "

@@ -21,7 +21,9 @@ from hifigan.mel_config import MelConfig
 
 ARGS_FILE = "args.json"
 # Flags that choose how to sample rather than what was trained: may differ from args.json.
-SAMPLING_KEYS = ("timestep_respacing", "attention_impl", "use_checkpoint", "use_fp16")
+# crop_width is the sampled width: the UNet is convolutional in time, so a model trained on
+# 64-frame crops can generate whole notes (any multiple of its downsampling factor).
+SAMPLING_KEYS = ("timestep_respacing", "attention_impl", "use_checkpoint", "use_fp16", "crop_width")
 
 _STEP_RE = re.compile(r"^(?:model|opt|ema_[0-9.e-]+_)(\d{6,})\.pt$")
 

@@ -119,6 +119,7 @@ class TrainLoop:
         self.step = 0
         self.bad_steps = 0
         self.stop_signal: int | None = None
+        self.stop_agreed = False  # with several processes: all ranks saw the signal
         # Tracked in memory (not by looking at files) so every rank agrees without a shared disk.
         self.saved_step: int | None = None
         self.params = list(self.model.parameters())
@@ -233,9 +234,8 @@ class TrainLoop:
                     self.write_samples()
                 if self.step % self.save_interval == 0:
                     self.save()
-                if self.world_size == 1 and self.stop_signal is not None:
-                    break
-                if self.world_size > 1 and self.stop_signal is not None and self.step % self.log_interval == 0:
+                stop = self.stop_agreed if self.world_size > 1 else self.stop_signal is not None
+                if stop:
                     break
             if self.saved_step != self.step:
                 self.save()
@@ -270,10 +270,12 @@ class TrainLoop:
         # Ranks must stop at the same step (DDP all-reduces each step): agree at log steps.
         if self.world_size == 1:
             return
+        # A signal arriving after this all-reduce waits for the next log step on every rank.
         flag = torch.tensor([0 if self.stop_signal is None else self.stop_signal], device=self.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if int(flag.item()):
             self.stop_signal = int(flag.item())
+            self.stop_agreed = True
 
     # -- one step ------------------------------------------------------------------------------
     def run_step(self, batch: torch.Tensor, cond: dict) -> None:

@@ -22,7 +22,7 @@ from evaluation.losses import (  # noqa: E402
     zero_shot,
 )
 from hifigan.atomic import write_json  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
+from hifigan.errors import UserError, cli_main  # noqa: E402
 
 
 @cli_main
@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data_dir", required=True, help="prepared mel set")
     p.add_argument("--out", default=None, help="JSON to write (default: <run dir>/losses.json)")
     p.add_argument("--splits", default=",".join(SPLITS))
+    p.add_argument("--weights", default="raw,ema", help="raw, ema or both")
     p.add_argument("--limit", type=int, default=64, help="clips per split")
-    p.add_argument("--bpd_limit", type=int, default=8, help="clips per split through the full bound")
+    p.add_argument("--bpd_limit", type=int, default=4,
+                   help="clips per split through the full bound (diffusion_steps model calls each; 0 skips)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     path = require_run_dir(a.model_path)
     run_dir = path if path.is_dir() else path.parent
     splits = tuple(s for s in a.splits.split(",") if s)
-    res = checkpoint_losses(path, a.data_dir, splits, limit=a.limit, bpd_limit=a.bpd_limit,
+    weights = tuple(w for w in a.weights.split(",") if w)
+    if not weights or set(weights) - {"raw", "ema"} or set(splits) - set(SPLITS):
+        raise UserError(f"--weights {a.weights!r} / --splits {a.splits!r}: use raw,ema and {','.join(SPLITS)}")
+    res = checkpoint_losses(path, a.data_dir, splits, weights, limit=a.limit, bpd_limit=a.bpd_limit,
                             batch_size=a.batch_size, seed=a.seed, device=a.device)
     curve = plot_curves(run_dir, run_dir / "curves.png")
     res["curves"] = curve.name if curve else None

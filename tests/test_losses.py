@@ -44,12 +44,13 @@ def test_checkpoint_losses_raw_and_ema(setup):
 def test_script_with_zero_shot(setup, capsys):
     root, mels, other, run = setup
     (run / "progress.csv").write_text("step,loss\n1,1.0\n2,0.9\n")
-    code = run_script("eval_losses", ["--model_path", run, "--data_dir", mels, "--splits", "valid,test",
+    code = run_script("eval_losses", ["--model_path", run, "--data_dir", mels, "--splits", "valid,test", "--weights", "ema",
                                       "--limit", "2", "--bpd_limit", "1", "--zero_shot", other])
     assert code == 0
     out = capsys.readouterr().out
     assert "ema valid loss" in out and "zero-shot other" in out
     res = json.loads((run / "losses.json").read_text())
+    assert set(res["weights"]) == {"ema"} and set(res["weights"]["ema"]["splits"]) == {"valid", "test"}
     assert res["curves"] == "curves.png" and (run / "curves.png").is_file()
     z = json.loads((run / "zero_shot.json").read_text())
     assert z["split"] == "test" and z["other"]["data_dir"] == str(other)

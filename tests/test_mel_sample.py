@@ -114,6 +114,12 @@ def test_missing_args_json_and_contradicting_flag(run_dir, tmp_path, monkeypatch
                                           "--wav", "False"], monkeypatch, capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "o" / "sample_info.json").read_text())["timestep_respacing"] == "ddim4"
+    # the sampled width may differ from the training crop (the UNet is convolutional in time)
+    code, _, err = run_cli("mel_sample", ["--model_path", run_dir, "--out_dir", tmp_path / "w", "--crop_width", 32,
+                                          "--timestep_respacing", "ddim4", "--num_samples", 1, "--wav", "False"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "w" / "sample_00000.npy").shape == (16, 32)
 
 
 def test_flag_errors_are_one_line(run_dir, tmp_path, monkeypatch, capsys):

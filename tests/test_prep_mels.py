@@ -96,6 +96,11 @@ def test_manifest_and_labels(prepared):
     assert e["split"] == "train" and e["frames"] == 86
     assert e["source"] == "nsynth-train/audio/keyboard_acoustic_001-064-050.wav"
     assert (src / e["source"]).is_file()
+    # the set records where its sources are, so readers find them from any working directory
+    assert json.loads((out / "stats.json").read_text())["source_root"] == str(src.resolve())
+    melset = MelSet(out, split="train")
+    assert melset.source_path(1) == src.resolve() / e["source"]
+    assert melset.source_path(1, audio_root=src) == src / e["source"]
     assert (e["pitch"], e["velocity"], e["instrument"], e["instrument_family"], e["instrument_source"]) == (
         64, 50, 1, 4, 0)
     assert e["qualities"] == [1, 0, 0, 0, 0, 0, 0, 1, 0, 0]
