@@ -228,12 +228,6 @@ def needs(*scripts: str):
     return pytest.mark.skipif(bool(missing), reason=f"not merged yet: {missing}")
 
 
-def known_failure(reason: str, run: bool = True):
-    """A failure found by these tests and not fixed yet (strict: fixing it flags the marker;
-    run=False for one that hangs until its timeout)."""
-    return pytest.mark.xfail(strict=True, reason=reason, run=run)
-
-
 # -- bad mel files ------------------------------------------------------------------------------
 def bad_mels(num_mels: int) -> dict[str, tuple[object, str]]:
     """name -> (array or raw bytes, word the error must contain)."""

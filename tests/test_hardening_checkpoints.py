@@ -19,15 +19,12 @@ from hardening_fixtures import (
     assert_intact,
     assert_user_error,
     copy_run,
-    known_failure,
     make_hifigan,
     needs,
     run_script,
     snapshot,
     tiny_mel_config,
 )
-
-TORCH_LOAD = "dist_util.load_state_dict lets torch.load's error escape (traceback)"
 
 
 def sample(run_or_file: Path, out: Path, *extra, subprocess_: bool = False):
@@ -50,7 +47,6 @@ def old_samples(out: Path) -> dict[str, str]:
 # -- diffusion checkpoints ---------------------------------------------------------------------------
 @needs("mel_sample.py", "mel_train.py")
 @pytest.mark.parametrize("which", ["model", "ema"])
-@known_failure(TORCH_LOAD)
 def test_sample_truncated_checkpoint(tiny_run, tmp_path, which):
     run = copy_run(tiny_run, tmp_path / "run")
     name = f"model{TINY_STEPS:06d}.pt" if which == "model" else f"ema_0.9999_{TINY_STEPS:06d}.pt"
@@ -63,7 +59,6 @@ def test_sample_truncated_checkpoint(tiny_run, tmp_path, which):
 
 
 @needs("mel_sample.py", "mel_train.py")
-@known_failure(TORCH_LOAD)
 def test_sample_truncated_checkpoint_in_a_real_process(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     name = f"ema_0.9999_{TINY_STEPS:06d}.pt"
@@ -77,7 +72,6 @@ def test_sample_truncated_checkpoint_in_a_real_process(tiny_run, tmp_path):
 
 
 @needs("mel_sample.py", "mel_train.py")
-@known_failure(TORCH_LOAD)
 def test_sample_not_a_checkpoint_at_all(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     name = f"model{TINY_STEPS:06d}.pt"
@@ -142,7 +136,6 @@ def test_train_resume_flag_contradicts_args_json(tiny_run, tmp_path):
 
 
 @needs("mel_train.py")
-@known_failure(TORCH_LOAD)
 def test_train_resume_from_truncated_latest_checkpoint(tiny_run, tmp_path):
     """The newest model file is damaged: a clear error naming it, and the older steps stay."""
     run = copy_run(tiny_run, tmp_path / "run")
@@ -234,7 +227,6 @@ def test_vocoder_config_not_json(tmp_path):
     assert_user_error(r, "config.json")
 
 
-@known_failure("a config lacking a generator key raises KeyError in Generator(h) (traceback)")
 def test_vocoder_config_lacking_fields(tmp_path):
     voc = make_hifigan(tmp_path / "voc")
     h = json.loads((voc / "config.json").read_text())

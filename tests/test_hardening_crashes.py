@@ -22,7 +22,6 @@ from hardening_fixtures import (
     ROOT,
     TINY_STEPS,
     TINY_TRAIN_FLAGS,
-    known_failure,
     needs,
     run_script,
     script_cmd,
@@ -34,7 +33,6 @@ from hardening_fixtures import (
 )
 
 pytestmark = pytest.mark.slow
-STALE_TMP = "a SIGKILLed atomic write leaves its .tmp file behind; nothing removes it on rerun"
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -100,7 +98,6 @@ def assert_same_melset(a: Path, b: Path) -> None:
         assert ja[key] == pytest.approx(jb[key], rel=1e-9)
 
 
-@known_failure(STALE_TMP)
 def test_prep_killed_at_random_moments(clips, tmp_path):
     from datasets.prep import Options, prepare
     from hifigan.mel_config import MelConfig
@@ -155,7 +152,6 @@ def assert_same_run(run: Path, ref: Path, step: int = TINY_STEPS) -> None:
 
 
 @needs("mel_train.py")
-@known_failure(STALE_TMP)
 def test_train_killed_at_a_random_moment(tiny_run, tiny_melset, tmp_path):
     run = tmp_path / "run"
     rng = np.random.default_rng(7)
@@ -192,7 +188,6 @@ runpy.run_path(script, run_name="__main__")
 
 
 @needs("mel_train.py")
-@known_failure(STALE_TMP)
 def test_train_killed_while_writing_a_checkpoint(tiny_run, tiny_melset, tmp_path):
     """SIGKILL half-way through writing the model file of the step-4 checkpoint (the last of its
     files: EMA and optimizer state are already there); the rerun resumes from step 2 and ends
@@ -247,7 +242,6 @@ def sample_cmd(run: Path, out: Path) -> list[str]:
 
 
 @needs("mel_sample.py", "mel_train.py")
-@known_failure(STALE_TMP)
 def test_sample_killed_then_rerun_gives_the_same_samples(tiny_run, tmp_path):
     ref = tmp_path / "ref"
     r = subprocess.run(sample_cmd(tiny_run, ref), env=script_env(), cwd=ROOT, capture_output=True, text=True)

@@ -33,7 +33,6 @@ from hardening_fixtures import (
     assert_intact,
     assert_user_error,
     copy_run,
-    known_failure,
     make_hifigan,
     needs,
     run_script,
@@ -73,7 +72,6 @@ def dotted(func: ast.AST) -> str:
 
 
 # -- torch.load ----------------------------------------------------------------------------------
-@known_failure(NO_TRUST_FLAG)
 def test_every_torch_load_is_weights_only():
     offenders, loader_calls = [], []
     for path in project_sources():
@@ -108,6 +106,20 @@ def test_no_shell_strings_in_subprocess_calls():
     assert not offenders, offenders
 
 
+CHECKPOINT_SCRIPTS = ("mel_train.py", "mel_sample.py", "mel_nll.py", "vocode.py", "interpolate.py",
+                      "variations.py vary", "eval_losses.py", "make_report.py", "copy_synthesis.py")
+
+
+@pytest.mark.parametrize("command", CHECKPOINT_SCRIPTS)
+def test_scripts_that_load_checkpoints_offer_the_flag(command):
+    script, *sub = command.split()
+    if not (ROOT / "scripts" / script).is_file():
+        pytest.skip(f"{script} not in this tree")
+    r = run_script(script, *sub, "--help")
+    assert r.code == 0, r.err
+    assert TRUST_FLAG in r.out
+
+
 # -- malicious pickles -------------------------------------------------------------------------------
 class _Payload:
     """Unpickling this runs exec(): it writes `marker`. Only a trusting loader would do so."""
@@ -125,7 +137,6 @@ def evil_checkpoint(path: Path, marker: Path, payload_key: str = "generator") ->
     return path
 
 
-@known_failure(NO_TRUST_FLAG)
 def test_shared_loader_refuses_code_and_names_the_flag(tmp_path):
     from hifigan.utils import load_checkpoint
 
@@ -137,7 +148,6 @@ def test_shared_loader_refuses_code_and_names_the_flag(tmp_path):
     assert str(path) in str(info.value) and TRUST_FLAG in str(info.value)
 
 
-@known_failure(NO_TRUST_FLAG)
 def test_vocode_malicious_checkpoint(tmp_path):
     voc = make_hifigan(tmp_path / "voc")
     marker = tmp_path / "marker"
@@ -154,7 +164,6 @@ def test_vocode_malicious_checkpoint(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-@known_failure(NO_TRUST_FLAG)
 def test_vocode_needs_the_flag_for_a_pickled_extra(tmp_path):
     """A harmless checkpoint that still needs full unpickling (an argparse.Namespace inside, as
     some training scripts store) loads only with --trust-checkpoint."""
@@ -181,7 +190,6 @@ def test_vocode_needs_the_flag_for_a_pickled_extra(tmp_path):
 
 
 @needs("mel_sample.py", "mel_train.py")
-@known_failure(NO_TRUST_FLAG)
 def test_sample_malicious_checkpoint(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     marker = tmp_path / "marker"
@@ -194,7 +202,6 @@ def test_sample_malicious_checkpoint(tiny_run, tmp_path):
 
 
 @needs("mel_nll.py", "mel_train.py")
-@known_failure(NO_TRUST_FLAG)
 def test_nll_malicious_checkpoint(tiny_run, tiny_melset, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     marker = tmp_path / "marker"
@@ -207,7 +214,6 @@ def test_nll_malicious_checkpoint(tiny_run, tiny_melset, tmp_path):
 
 
 @needs("mel_train.py")
-@known_failure(NO_TRUST_FLAG)
 def test_train_resume_from_malicious_checkpoint(tiny_run, tiny_melset, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     marker = tmp_path / "marker"
