@@ -127,8 +127,9 @@ def train(data: Path, log_dir: Path, *extra, steps: int = 2, subprocess_: bool =
 
 
 @needs("mel_train.py")
-# datasets.melset shares hifigan.mel_io.check_mel with vocode.py (every kind is tested there).
-@pytest.mark.parametrize("bad", ["nan", "int_dtype", "zero_bytes"])
+# datasets.melset shares hifigan.mel_io.check_mel with vocode.py (every kind is tested there;
+# NaN in training is the loader-worker test below).
+@pytest.mark.parametrize("bad", ["int_dtype", "zero_bytes"])
 def test_train_bad_mel_file(tiny_melset, tiny_run, tmp_path, bad):
     """Resuming a run on a set with one broken train mel: one line naming it, run intact.
 
