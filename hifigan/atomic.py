@@ -25,6 +25,8 @@ from typing import IO, Any
 import numpy as np
 
 # `{pid}.{random}` (this module's temps) or mkstemp's bare 8 characters (older temps).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _TEMP_MIDDLE = re.compile(r"^(?:(\d+)\.)?[a-z0-9_]{8}$")
 
 
@@ -73,6 +75,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    # mkstemp creates 0600; outputs get the usual permissions of a new file (0666 & ~umask).
+    os.fchmod(fd, 0o666 & ~_UMASK)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
