@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.audio import read_audio, resample
+from hifigan.audio import check_audio_file, read_audio, resample
 from hifigan.errors import UserError
 from hifigan.mel_config import CLIP_RATE
 
@@ -134,6 +134,7 @@ def file_windows(
     if window_s <= 0 or hop_s <= 0:
         raise UserError(f"window {window_s} s / hop {hop_s} s: both must be positive")
     split, stem = split_of(rel_path), clip_stem(rel_path)
+    check_audio_file(path)
     try:
         import soundfile as sf
 

@@ -142,22 +142,17 @@ class MelSet:
 
     def load(self, index: int) -> np.ndarray:
         """The clip's float32 log-mel [num_mels, frames]; a bad file is a UserError naming it."""
+        from hifigan.mel_io import check_mel
+
         e = self.entries[index]
         if e["split"] in self._pack_index:
             offset, frames = self._pack_index[e["split"]][e["id"]]
-            mel = np.ascontiguousarray(self._pack_array(e["split"])[:, offset : offset + frames], dtype=np.float32)
-            if not np.all(np.isfinite(mel)):
-                raise UserError(f"{self.root}/packed/{e['split']}.npy: mel {e['id']} contains NaN or Inf")
-            return mel
+            mel = np.ascontiguousarray(self._pack_array(e["split"])[:, offset : offset + frames])
+            return check_mel(mel, self.config, f"{self.root}/packed/{e['split']}.npy (clip {e['id']})")
         path = self.path(index)
         try:
             mel = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise UserError(f"{path}: unreadable mel file ({exc})") from None
-        if mel.ndim != 2 or mel.shape[0] != self.config.num_mels or mel.shape[1] == 0:
-            raise UserError(
-                f"{path}: mel has shape {mel.shape}, expected [{self.config.num_mels}, frames>0]"
-            )
-        if not np.all(np.isfinite(mel)):
-            raise UserError(f"{path}: mel contains NaN or Inf")
-        return mel.astype(np.float32, copy=False)
+        # The one mel check (vocode.py and evaluation use it too): dtype, shape, empty, NaN/Inf.
+        return check_mel(mel, self.config, str(path))

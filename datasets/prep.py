@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.atomic import atomic_open, save_npy, write_json, write_text
+from hifigan.atomic import atomic_open, ensure_dir, save_npy, write_json, write_text
 from hifigan.errors import UserError
 from hifigan.mel_config import CLIP_RATE, MelConfig, require_match
 
@@ -290,6 +290,11 @@ def prepare(
 
     config = config or make_config()
     options = options or Options()
+    # Checked here, not per file: a bad window would otherwise reject every file one by one.
+    if not options.window_s > 0:
+        raise UserError(f"--window_s {options.window_s}: must be a positive number of seconds")
+    if options.hop_s is not None and not options.hop_s > 0:
+        raise UserError(f"--hop_s {options.hop_s}: must be a positive number of seconds")
     if pack_dtype not in PACK_DTYPES:
         raise UserError(f"--pack_dtype {pack_dtype!r}: choose one of {PACK_DTYPES}")
     out = Path(output_dir)
@@ -297,7 +302,7 @@ def prepare(
     config_path = out / "mel_config.json"
     if config_path.is_file():
         require_match(MelConfig.load(config_path), config, str(config_path), "the requested --preset/flags")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "--output")
     for split in SPLITS:
         (out / split).mkdir(exist_ok=True)
     if not config_path.is_file():

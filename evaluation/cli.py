@@ -6,6 +6,9 @@ import argparse
 
 
 def add_model_flags(p: argparse.ArgumentParser, default_steps: str) -> None:
+    from hifigan.utils import add_trust_flag
+
+    add_trust_flag(p)
     p.add_argument("--model_path", required=True, help="run dir (latest checkpoint) or a .pt inside one")
     p.add_argument("--timestep_respacing", default=default_steps, help="sampling steps, e.g. ddim50 or 100")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of EMA")
@@ -14,6 +17,9 @@ def add_model_flags(p: argparse.ArgumentParser, default_steps: str) -> None:
 
 
 def add_vocoder_flags(p: argparse.ArgumentParser) -> None:
+    from hifigan.utils import add_trust_flag
+
+    add_trust_flag(p)
     p.add_argument("--vocoder", default=None, help="HiFi-GAN checkpoint (default: the one for the mel config)")
     p.add_argument("--griffin_lim", action="store_true", help="vocode with Griffin-Lim")
     p.add_argument("--no_audio", action="store_true", help="write mels and PNG only")

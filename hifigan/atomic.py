@@ -2,20 +2,65 @@
 
 A reader (or a rerun after a crash) sees either the old file or the complete new one, never
 half of it. Every artefact the project writes (mels, checkpoints, JSON, WAV) goes through here.
+
+Temp files are named `.{name}.{pid}.{random}.tmp`. A process killed mid-write (SIGKILL, OOM,
+power loss) cannot remove its temp file, so the next write of the same path removes the temp
+files of `name` whose writer process is gone: a rerun of the same command cleans up after the
+run that was killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+# `{pid}.{random}` (this module's temps) or mkstemp's bare 8 characters (older temps).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_TEMP_MIDDLE = re.compile(r"^(?:(\d+)\.)?[a-z0-9_]{8}$")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # A zombie (killed, not yet reaped) is as dead as a writer can be.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temp files of earlier writes of `path` whose writer process no longer runs."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    for cand in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        m = _TEMP_MIDDLE.match(cand.name[len(prefix) : -len(".tmp")])
+        if m is None or (m.group(1) is not None and _process_alive(int(m.group(1)))):
+            continue  # another file's temp, or a write still in progress
+        with contextlib.suppress(FileNotFoundError):
+            cand.unlink()
+            removed.append(cand)
+    return removed
 
 
 @contextlib.contextmanager
@@ -28,7 +73,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    # mkstemp creates 0600; outputs get the usual permissions of a new file (0666 & ~umask).
+    os.fchmod(fd, 0o666 & ~_UMASK)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -40,6 +88,24 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def ensure_dir(path: str | os.PathLike, flag: str = "") -> Path:
+    """Create output folder `path` before any work is done, or stop with a one-line error
+    (a file in the way, no permission, read-only or full file system)."""
+    from hifigan.errors import UserError
+
+    path = Path(path)
+    name = f"{flag} {path}" if flag else str(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{name}: a file is in the way (not a folder); choose another path") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot create the folder ({exc.strerror}); choose a writable path") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{name}: folder is not writable; choose another path")
+    return path
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:

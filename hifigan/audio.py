@@ -24,12 +24,47 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(y.T, orig_sr, target_sr, quality="VHQ").T.astype(np.float32)
 
 
+def check_audio_file(path: str | os.PathLike) -> None:
+    """Refuse what decoders would silently misread: an empty file, or a WAV whose audio data is
+    shorter than its header says (libsndfile would return a shorter clip without a word)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    if size == 0:
+        raise UserError(f"{path}: empty file (0 bytes); re-export or remove it")
+    if path.suffix.lower() not in (".wav", ".wave"):
+        return
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # not RIFF/WAVE: the decoder reports what it is
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            length = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                if length in (0, 0xFFFFFFFF):
+                    return  # a streamed WAV: the length was never filled in
+                have = size - pos - 8
+                if length > have:
+                    raise UserError(
+                        f"{path}: truncated WAV (header promises {length} bytes of audio, the file "
+                        f"holds {have}); re-export or re-download it"
+                    )
+                return
+            pos += 8 + length + (length & 1)
+
+
 def read_audio(path: str | os.PathLike, target_sr: int | None = None) -> tuple[np.ndarray, int]:
     """Read `path` as float32 mono in [-1, 1], resampled to `target_sr` when given.
 
     Raises UserError naming the file for unreadable, empty or non-finite audio.
     """
     path = Path(path)
+    check_audio_file(path)
     try:
         y, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for bad files

@@ -24,6 +24,9 @@ from hifigan.errors import UserError
 from hifigan.mel_config import ANALYSIS_FIELDS, LOG_FLOOR, MelConfig, require_match
 
 UNIVERSAL_NAME = "hifigan-universal-v1"
+# What hifigan.models.Generator reads from a config (besides the analysis fields).
+GENERATOR_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
+                  "resblock_kernel_sizes", "resblock_dilation_sizes")
 
 
 class Vocoder:
@@ -114,9 +117,24 @@ def read_hifigan_config(path: str | os.PathLike) -> AttrDict:
     if not path.is_file():
         raise UserError(f"{path}: missing HiFi-GAN config.json (it must sit beside the g_ checkpoint)")
     try:
-        return AttrDict(json.loads(path.read_text()))
+        h = AttrDict(json.loads(path.read_text()))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
+    missing = [k for k in GENERATOR_KEYS if k not in h]
+    if missing:
+        raise UserError(f"{path}: HiFi-GAN config lacks {missing}; use the config.json the checkpoint was trained with")
+    return h
+
+
+def check_device(device: str) -> str:
+    """`device` if torch knows it and it exists here; else a UserError naming --device."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {device!r}: unknown device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device!r}: no CUDA device on this machine; use --device cpu")
+    return device
 
 
 def mel_config_from_hifigan(h: dict, base: MelConfig | None = None) -> MelConfig:
@@ -227,6 +245,7 @@ def vocoder_for(
     config: MelConfig, checkpoint: str | None = None, griffin_lim: bool = False, device: str = "cpu"
 ) -> Vocoder:
     """The vocoder for mels analysed with `config` (see the module docstring for the order)."""
+    check_device(device)
     if griffin_lim and checkpoint:
         raise UserError("--griffin_lim and --checkpoint exclude each other; pass one")
     if griffin_lim:

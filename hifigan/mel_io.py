@@ -21,7 +21,7 @@ def check_mel(mel: np.ndarray, config: MelConfig, source: str) -> np.ndarray:
     if not np.issubdtype(mel.dtype, np.floating):
         raise UserError(f"{source}: mel has dtype {mel.dtype}, expected float32 log-mel")
     if mel.ndim != 2 or mel.shape[0] != config.num_mels:
-        raise UserError(f"{source}: mel has shape {list(mel.shape)}, expected [{config.num_mels}, frames]")
+        raise UserError(f"{source}: mel has shape {tuple(mel.shape)}, expected ({config.num_mels}, frames)")
     if mel.shape[1] == 0:
         raise UserError(f"{source}: mel is empty (0 frames)")
     if not np.all(np.isfinite(mel)):

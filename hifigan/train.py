@@ -41,7 +41,7 @@ from hifigan.models import (
     feature_loss,
     generator_loss,
 )
-from hifigan.utils import load_checkpoint, save_checkpoint, scan_checkpoint
+from hifigan.utils import add_trust_flag, load_checkpoint, save_checkpoint, scan_checkpoint
 
 ARCH_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
              "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels")
@@ -49,6 +49,7 @@ ARCH_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_in
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("--mel_dir", nargs="+", required=True, help="mel sets (their clips' audio) or audio folders")
     p.add_argument("--config", default=None, help="HiFi-GAN config JSON (default: the run's config.json)")
     p.add_argument("--checkpoint_path", required=True, help="run folder: checkpoints, logs, configs")

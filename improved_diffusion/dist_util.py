@@ -122,15 +122,23 @@ def broadcast_object(obj):
 def load_state_dict(path: str | os.PathLike, **kwargs):
     """Load a checkpoint: rank 0 reads the file once, every rank gets the bytes.
 
-    Uses torch.load(weights_only=True): checkpoints hold tensors and plain containers only.
+    Goes through hifigan.utils.load_checkpoint (weights_only=True unless --trust-checkpoint),
+    so a truncated or foreign file is a one-line UserError naming it.
     """
+    from hifigan.errors import UserError
+    from hifigan.utils import load_checkpoint
+
     data = None
     if get_rank() == 0:
-        with open(path, "rb") as f:
-            data = f.read()
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            data = UserError(f"{path}: cannot read checkpoint ({exc.strerror})")
     data = broadcast_object(data)
-    kwargs.setdefault("weights_only", True)
-    return torch.load(io.BytesIO(data), **kwargs)
+    if isinstance(data, UserError):
+        raise data
+    return load_checkpoint(io.BytesIO(data), kwargs.get("map_location", "cpu"), source=path)
 
 
 def sync_params(params: Iterable[torch.Tensor]) -> None:

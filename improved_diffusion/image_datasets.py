@@ -178,6 +178,13 @@ class MelLoader:
         self.step += 1
         return x, cond
 
+    def close(self) -> None:
+        """Stop the worker processes now. They ignore SIGTERM (see _worker_init), so leaving
+        them to interpreter exit, which terminates daemon children with SIGTERM, would hang."""
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
 
 def load_data(
     *,

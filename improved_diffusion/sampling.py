@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hifigan.atomic import atomic_open, save_npy, write_json
+from hifigan.atomic import atomic_open, ensure_dir, save_npy, write_json
 from hifigan.mel_config import MelConfig
 from improved_diffusion import fast
 
@@ -194,6 +194,7 @@ def sample_from_checkpoint(
     for name, value in (("--num_samples", num_samples), ("--batch_size", batch_size)):
         if value <= 0:
             raise UserError(f"{name}: must be positive, got {value}")
+    ensure_dir(out_dir, "--out_dir")
     stored, _ = read_args(model_path)
     overrides = dict(overrides or {})
     if overrides.get("timestep_respacing") is None:

@@ -192,6 +192,10 @@ def create_model(
         raise UserError(
             f"--attention_impl: unknown value {attention_impl!r}; use one of {ATTENTION_IMPLS}"
         )
+    mult = parse_channel_mult(channel_mult, image_size)
+    if num_channels < 1 or num_channels % 32:
+        # Every block normalises with GroupNorm over 32 groups (upstream's normalization()).
+        raise UserError(f"--num_channels {num_channels}: must be a positive multiple of 32, e.g. 32, 64, 128")
     return UNetModel(
         in_channels=in_channels,
         model_channels=num_channels,
@@ -199,7 +203,7 @@ def create_model(
         num_res_blocks=num_res_blocks,
         attention_resolutions=parse_attention_resolutions(attention_resolutions, image_size),
         dropout=dropout,
-        channel_mult=parse_channel_mult(channel_mult, image_size),
+        channel_mult=mult,
         num_classes=NUM_CLASSES if class_cond else None,
         use_checkpoint=use_checkpoint,
         num_heads=num_heads,
@@ -224,7 +228,16 @@ def create_gaussian_diffusion(
     """The diffusion for the flags; timestep_respacing "" keeps all `steps` steps."""
     if noise_schedule not in ("linear", "cosine"):
         raise UserError(f"--noise_schedule: unknown {noise_schedule!r}; use linear or cosine")
+    if steps < 1:
+        raise UserError(f"--diffusion_steps {steps}: must be positive")
     betas = gd.get_named_beta_schedule(noise_schedule, steps)
+    if betas.max() > 1.0:
+        # The linear schedule is rescaled by 1000/steps: below 20 steps its last beta exceeds 1.
+        raise UserError(
+            f"--diffusion_steps {steps} with --noise_schedule {noise_schedule}: the noise schedule's "
+            f"betas reach {betas.max():.3g} (at most 1 is possible); use --diffusion_steps >= 20 or "
+            "--noise_schedule cosine"
+        )
     if use_kl:
         loss_type = gd.LossType.RESCALED_KL
     elif rescale_learned_sigmas:

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from hifigan.atomic import ensure_dir
 from hifigan.errors import UserError
+from hifigan.mel_config import require_match
 from improved_diffusion import checkpoint as ckpt
 from improved_diffusion import dist_util, fast
 from improved_diffusion import logger as logger_mod
@@ -254,6 +256,9 @@ class TrainLoop:
                 bar.close()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
+            # Also on errors (a bad mel met by a worker): workers left running block the exit.
+            if hasattr(self.data, "close"):
+                self.data.close()
 
     def _install_signal_handlers(self) -> dict:
         import threading
@@ -534,11 +539,16 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
 
     model_keys = list(model_and_diffusion_defaults())
     if (log_dir / ckpt.ARGS_FILE).is_file():
-        stored, _ = ckpt.read_args(log_dir)
+        stored, stored_config = ckpt.read_args(log_dir)
         ckpt.require_same_flags(stored, args, [*model_keys, "seed"], f"{log_dir / ckpt.ARGS_FILE}")
+    else:
+        stored_config = None
 
     train_set = MelSet(args["data_dir"], "train")
     config = train_set.config
+    if stored_config is not None:
+        # Resuming on another mel set: its mels must be the ones the model learned.
+        require_match(stored_config, config, f"{log_dir / ckpt.ARGS_FILE}", f"{args['data_dir']}/mel_config.json")
     if config.num_mels != args["num_mels"]:
         raise UserError(
             f"--num_mels {args['num_mels']}: the mel set {args['data_dir']} has {config.num_mels} mel bins; "
@@ -557,6 +567,7 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         rescale_learned_sigmas=args["rescale_learned_sigmas"],
         timestep_respacing=f"ddim{min(50, args['diffusion_steps'])}",
     )
+    ensure_dir(log_dir, "--log_dir")
     log = logger_mod.configure(log_dir)
     data = load_data(
         data_dir=args["data_dir"],
@@ -567,12 +578,15 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         seed=args["seed"],
         mel_config=config,
     )
-    if dist_util.is_main():
-        ckpt.write_args(log_dir, args, config)
     val_set = MelSet(args["data_dir"], "valid")
     val_data = melset_windows(val_set, args["crop_width"], args["val_samples"]) if len(val_set) else None
     log.log(f"training in {log_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
             f"{len(train_set)} training clips, {dist_util.get_world_size()} process(es)")
+    try:
+        schedule_sampler = create_named_schedule_sampler(args["schedule_sampler"], diffusion)
+    except NotImplementedError:
+        raise UserError(f"--schedule_sampler: unknown value {args['schedule_sampler']!r}; "
+                        "use uniform or loss-second-moment") from None
     loop = TrainLoop(
         model=model,
         diffusion=diffusion,
@@ -586,7 +600,7 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         resume_checkpoint=args["resume_checkpoint"],
         precision=args["precision"],
         fp16_scale_growth=args["fp16_scale_growth"],
-        schedule_sampler=create_named_schedule_sampler(args["schedule_sampler"], diffusion),
+        schedule_sampler=schedule_sampler,
         weight_decay=args["weight_decay"],
         lr_anneal_steps=args["lr_anneal_steps"],
         max_steps=args["max_steps"],
@@ -606,6 +620,9 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         logger=log,
         progress=progress,
     )
+    # After TrainLoop has loaded any checkpoint: a resume that fails leaves args.json as it was.
+    if dist_util.is_main():
+        ckpt.write_args(log_dir, args, config)
     loop.run_loop()
     log.close()
     return loop

@@ -15,11 +15,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.metrics import run_audio_metrics  # noqa: E402
 from hifigan.errors import cli_main  # noqa: E402
+from hifigan.utils import add_trust_flag  # noqa: E402
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("--real", required=True, help="prepared real mel set (train = reference)")
     p.add_argument("--generated", required=True, help="folder of mel .npy + mel_config.json, or a mel set")
     p.add_argument("--classifier", required=True, help="folder written by train_classifier.py")

@@ -12,11 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.copy_synthesis import evaluate, make_synthetic_notes, markdown_table  # noqa: E402
 from hifigan.errors import UserError, cli_main  # noqa: E402
+from hifigan.utils import add_trust_flag  # noqa: E402
 
 
 @cli_main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("--mel_dir", help="prepared mel set (its test split is used)")
     p.add_argument("--out_dir", required=True)
     p.add_argument("--num", type=int, default=10)

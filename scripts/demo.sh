@@ -33,7 +33,7 @@ $PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_sam
   --batch_size 8 --crop_width 128 --seed 0
 
 step "5/9 losses and bits/dim per split (raw and EMA weights)"
-$PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 2
+$PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1
 
 step "6/9 train the evaluation classifier (pitch, family, source)"
 $PY scripts/train_classifier.py --data_dir "$OUT/mels" --out "$OUT/classifier" --max_steps "$CLF_STEPS"

@@ -23,11 +23,13 @@ from evaluation.losses import (  # noqa: E402
 )
 from hifigan.atomic import write_json  # noqa: E402
 from hifigan.errors import UserError, cli_main  # noqa: E402
+from hifigan.utils import add_trust_flag  # noqa: E402
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("--model_path", required=True, help="run dir (latest checkpoint) or a .pt inside one")
     p.add_argument("--data_dir", required=True, help="prepared mel set")
     p.add_argument("--out", default=None, help="JSON to write (default: <run dir>/losses.json)")

@@ -16,11 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.report import make_report  # noqa: E402
 from hifigan.errors import cli_main  # noqa: E402
+from hifigan.utils import add_trust_flag  # noqa: E402
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("run_dirs", nargs="+", help="run dirs written by mel_train.py")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--data_dir", default=None, help="mel set (default: data_dir in the first run's args.json)")

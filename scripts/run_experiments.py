@@ -16,11 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.experiments import expand, load_grid, run_grid  # noqa: E402
 from hifigan.errors import UserError, cli_main  # noqa: E402
+from hifigan.utils import add_trust_flag  # noqa: E402
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("grid", help="grid file (.json or .yaml)")
     p.add_argument("--out", required=True, help="folder for the run dirs and the summary")
     p.add_argument("--max_steps", type=int, default=None, help="override the grid's step budget")

@@ -21,11 +21,13 @@ from evaluation.classifier import (  # noqa: E402
 from evaluation.mels import load_melset  # noqa: E402
 from hifigan.atomic import write_json  # noqa: E402
 from hifigan.errors import UserError, cli_main  # noqa: E402
+from hifigan.utils import add_trust_flag  # noqa: E402
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("--data_dir", required=True, help="prepared mel set (prep_mels.py output)")
     p.add_argument("--out", required=True, help="output folder for classifier.pt/.json")
     p.add_argument("--max_steps", type=int, default=1500)

@@ -11,15 +11,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hifigan.atomic import write_json  # noqa: E402
+from hifigan.atomic import ensure_dir, write_json  # noqa: E402
 from hifigan.errors import UserError, cli_main  # noqa: E402
 from hifigan.inference import vocode_batches, vocoder_for, write_wavs  # noqa: E402
 from hifigan.mel_config import ANALYSIS_FIELDS, MelConfig, require_match  # noqa: E402
 from hifigan.mel_io import read_mel_dir  # noqa: E402
+from hifigan.utils import add_trust_flag  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_trust_flag(p)
     p.add_argument("--input_dir", required=True, help="folder of .npy / .npz mels (+ mel_config.json)")
     p.add_argument("--output_dir", required=True)
     g = p.add_mutually_exclusive_group()
@@ -39,6 +41,7 @@ def main(argv=None) -> None:
         raise UserError("--out_rate must be a positive number of Hz")
     if a.batch_size <= 0:
         raise UserError("--batch_size must be positive")
+    ensure_dir(a.output_dir, "--output_dir")
     config = MelConfig.load(a.mel_config or Path(a.input_dir) / "mel_config.json")
     items = read_mel_dir(a.input_dir, config)
     with warnings.catch_warnings(record=True) as caught:

@@ -24,3 +24,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Session fixtures of the hardening tests (built once, shared by tests/test_hardening_*.py).
+from hardening_fixtures import tiny_melset, tiny_run  # noqa: E402,F401

@@ -19,3 +19,12 @@ def test_npy_round_trip(tmp_path):
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     atomic.save_npy(tmp_path / "x.npy", x)
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)
+
+
+def test_outputs_get_normal_file_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic.write_json(tmp_path / "a.json", {})
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
