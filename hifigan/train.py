@@ -145,6 +145,15 @@ class Run:
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=h.lr_decay, last_epoch=last_epoch)
         self.epoch = max(0, last_epoch)
 
+    def distribute(self) -> None:
+        """Wrap the three networks in DistributedDataParallel (as the official train.py does)."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.generator = DDP(self.generator, device_ids=ids)
+        self.mpd = DDP(self.mpd, device_ids=ids)
+        self.msd = DDP(self.msd, device_ids=ids)
+
     def step(self, x: torch.Tensor, y: torch.Tensor, y_mel: torch.Tensor) -> dict[str, float]:
         """One discriminator and one generator update on a batch (mel, audio, loss mel)."""
         h = self.h
@@ -175,9 +184,10 @@ class Run:
                 "disc_loss_total": loss_disc_all.item(), "feature_loss": loss_fm.item()}
 
     def save(self) -> None:
-        save_checkpoint(self.dir / f"g_{self.steps:08d}", {"generator": self.generator.state_dict()})
+        # Unwrapped state_dicts: the official keys, with no DDP "module." prefix.
+        save_checkpoint(self.dir / f"g_{self.steps:08d}", {"generator": _bare(self.generator).state_dict()})
         save_checkpoint(self.dir / f"do_{self.steps:08d}", {
-            "mpd": self.mpd.state_dict(), "msd": self.msd.state_dict(),
+            "mpd": _bare(self.mpd).state_dict(), "msd": _bare(self.msd).state_dict(),
             "optim_g": self.optim_g.state_dict(), "optim_d": self.optim_d.state_dict(),
             "steps": self.steps, "epoch": self.epoch,
         })
@@ -186,11 +196,12 @@ class Run:
     def validate(self, valid, limit: int, writer=None) -> float:
         """Mean L1 between the loss mels of whole validation clips and of their vocoded audio."""
         h = self.h
-        self.generator.eval()
+        generator = _bare(self.generator)  # rank 0 alone validates: no DDP collectives here
+        generator.eval()
         errors = []
         for i in range(min(limit, len(valid))):
             x, y, y_mel = valid[i]
-            y_g_hat = self.generator(x[None].to(self.device))
+            y_g_hat = generator(x[None].to(self.device))
             y_hat_mel = mel_spectrogram(y_g_hat.squeeze(1), h.n_fft, h.num_mels, h.sampling_rate, h.hop_size,
                                         h.win_size, h.fmin, h.get("fmax_for_loss"))
             n = min(y_mel.shape[-1], y_hat_mel.shape[-1])
@@ -199,11 +210,15 @@ class Run:
                 if self.steps == 0:
                     writer.add_audio(f"gt/y_{i}", y[None], self.steps, h.sampling_rate)
                 writer.add_audio(f"generated/y_hat_{i}", y_g_hat[0].cpu(), self.steps, h.sampling_rate)
-        self.generator.train()
+        generator.train()
         err = sum(errors) / max(1, len(errors))
         if writer is not None:
             writer.add_scalar("validation/mel_spec_error", err, self.steps)
         return err
+
+
+def _bare(module: torch.nn.Module) -> torch.nn.Module:
+    return getattr(module, "module", module)
 
 
 def train(a: argparse.Namespace) -> dict:
@@ -213,7 +228,13 @@ def train(a: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     from hifigan.train_data import AudioSegments, clips_from_dirs
+    from improved_diffusion import dist_util
 
+    # One process, or many under torchrun / mpiexec (the diffusion core's dist_util): each rank
+    # trains on its shard, gradients are averaged by DDP, only rank 0 writes and validates.
+    dist_util.setup_dist()
+    world, main_rank = dist_util.get_world_size(), dist_util.is_main()
+    device = str(dist_util.dev()) if world > 1 else a.device
     h = load_run_config(a)
     clips, set_config = clips_from_dirs(a.mel_dir, a.audio_root)
     mel_config = mel_config_from_hifigan(h, set_config)
@@ -223,25 +244,35 @@ def train(a: argparse.Namespace) -> dict:
               f"{mel_config.preset} mels")
     out = Path(a.checkpoint_path)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dict(h))
-    mel_config.save(out / "mel_config.json")
+    if main_rank:
+        write_json(out / "config.json", dict(h))
+        mel_config.save(out / "mel_config.json")
 
-    run = Run(h, a.device, out, a.fine_tune_from)
+    run = Run(h, device, out, a.fine_tune_from)
+    if world > 1:
+        run.distribute()
     trainset = AudioSegments(clips["train"], h, mel_config, train=True)
     validset = AudioSegments(clips["valid"], h, mel_config, train=False)
     if len(trainset) < h.batch_size:
         raise UserError(f"--mel_dir: {len(trainset)} training clips, fewer than batch_size {h.batch_size}; lower --batch_size")
-    loader = DataLoader(trainset, batch_size=h.batch_size, shuffle=True, drop_last=True,
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(trainset, shuffle=True, seed=int(h.get("seed", 1234)), drop_last=True)
+    loader = DataLoader(trainset, batch_size=h.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
                         num_workers=h.get("num_workers", 0), pin_memory=run.device.type == "cuda",
                         persistent_workers=h.get("num_workers", 0) > 0)
-    writer = SummaryWriter(str(out / "logs"))
+    writer = SummaryWriter(str(out / "logs")) if main_rank else None
     history: dict[str, list] = {"mel_spec_error": [], "gen_loss_total": [], "validation": []}
     start_step = run.steps
     max_steps = a.max_steps if a.max_steps is not None else float("inf")
     bar = tqdm(total=None if a.max_steps is None else max(0, a.max_steps - start_step),
-               desc="hifigan", unit="step")
+               desc="hifigan", unit="step", disable=not main_rank)
     done = run.steps >= max_steps
     while not done and run.epoch < a.training_epochs:
+        if sampler is not None:
+            sampler.set_epoch(run.epoch)
         for x, y, y_mel in loader:
             t0 = time.time()
             losses = run.step(x, y, y_mel)
@@ -251,12 +282,12 @@ def train(a: argparse.Namespace) -> dict:
                 bar.set_postfix(gen=f"{losses['gen_loss_total']:.3f}", mel=f"{losses['mel_spec_error']:.3f}",
                                 sb=f"{time.time() - t0:.2f}")
             last = run.steps + 1 >= max_steps
-            if (run.steps % a.checkpoint_interval == 0 and run.steps != 0) or last:
+            if main_rank and ((run.steps % a.checkpoint_interval == 0 and run.steps != 0) or last):
                 run.save()
-            if run.steps % a.summary_interval == 0:
+            if main_rank and run.steps % a.summary_interval == 0:
                 for k, v in losses.items():
                     writer.add_scalar(f"training/{k}", v, run.steps)
-            if run.steps % a.validation_interval == 0 or last:
+            if main_rank and (run.steps % a.validation_interval == 0 or last):
                 history["validation"].append((run.steps, run.validate(validset, a.valid_clips, writer)))
             bar.update(1)
             if last:
@@ -268,9 +299,12 @@ def train(a: argparse.Namespace) -> dict:
             run.sched_d.step()
             run.epoch += 1
     bar.close()
-    writer.close()
-    summary = {"start_step": start_step, "last_step": run.steps, "epoch": run.epoch, **history}
-    write_json(out / "train_summary.json", summary)
+    summary = {"start_step": start_step, "last_step": run.steps, "epoch": run.epoch, "world_size": world,
+               **history}
+    if main_rank:
+        writer.close()
+        write_json(out / "train_summary.json", summary)
+    dist_util.barrier()  # the checkpoint is on disk before any rank returns
     return summary
 
 

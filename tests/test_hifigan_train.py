@@ -93,3 +93,34 @@ def test_bad_runs_are_user_errors(mel_set, tmp_path):
                           str(tmp_path / "r"), "--max_steps", "1"]))
     with pytest.raises(UserError, match="V1 architecture"):
         train(args(mel_set, tmp_path / "r2", 1, "--fine_tune_from", "universal"))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_writes_official_checkpoints(mel_set, tmp_path):
+    """torchrun --nproc_per_node 2 on CPU (gloo): DDP-wrapped networks, rank 0 writes the
+    official layout without DDP's 'module.' prefix, and the run resumes like one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hifigan.env import AttrDict
+    from hifigan.models import Generator
+
+    root, audio, config = mel_set
+    run = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MPI_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "hifigan.train", "--mel_dir", str(root), "--audio_root", str(audio), "--config", str(config),
+           "--checkpoint_path", str(run), "--max_steps", "2", "--batch_size", "1",
+           "--validation_interval", "1000", "--valid_clips", "1", "--device", "cpu"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["last_step"] == 1
+    g = load_checkpoint(scan_checkpoint(run, "g_"), "cpu")["generator"]
+    assert not any(k.startswith("module.") for k in g)
+    Generator(AttrDict(TINY)).load_state_dict(g, strict=True)
+    do = load_checkpoint(scan_checkpoint(run, "do_"), "cpu")
+    assert do["steps"] == 1 and not any(k.startswith("module.") for k in do["mpd"])
