@@ -35,17 +35,11 @@ def build(flags: dict, device: str):
     import torch
 
     from improved_diffusion import fast
-    from improved_diffusion.script_util import create_gaussian_diffusion, create_model_and_diffusion
+    from improved_diffusion.script_util import create_model_and_diffusion, diffusion_from_args
 
     torch.manual_seed(0)
     model, ddim = create_model_and_diffusion(**{**flags, "timestep_respacing": f"ddim{DDIM_STEPS}"})
-    full = create_gaussian_diffusion(
-        steps=flags["diffusion_steps"],
-        learn_sigma=flags["learn_sigma"],
-        noise_schedule=flags["noise_schedule"],
-        rescale_timesteps=flags["rescale_timesteps"],
-        rescale_learned_sigmas=flags["rescale_learned_sigmas"],
-    )
+    full = diffusion_from_args(flags, timestep_respacing="")
     model.to(device).eval()
     mode = fast.prepare_for_sampling(model, device)  # what sample_mels does
     return model, ddim, full, mode

@@ -132,6 +132,22 @@ def create_model_and_diffusion(
     return model, diffusion
 
 
+def diffusion_from_args(args: dict[str, Any], timestep_respacing: str | None = None):
+    """The diffusion a flag dict (model_and_diffusion_defaults keys, e.g. a run's args.json)
+    describes, optionally with another respacing (sampling previews, benchmarks)."""
+    return create_gaussian_diffusion(
+        steps=args["diffusion_steps"],
+        learn_sigma=args["learn_sigma"],
+        sigma_small=args["sigma_small"],
+        noise_schedule=args["noise_schedule"],
+        use_kl=args["use_kl"],
+        predict_xstart=args["predict_xstart"],
+        rescale_timesteps=args["rescale_timesteps"],
+        rescale_learned_sigmas=args["rescale_learned_sigmas"],
+        timestep_respacing=args["timestep_respacing"] if timestep_respacing is None else timestep_respacing,
+    )
+
+
 def parse_channel_mult(channel_mult: str | Iterable[int], image_size: int) -> tuple[int, ...]:
     """Parse "1,2,3,4" to (1, 2, 3, 4); "" gives upstream's choice for image_size."""
     if not isinstance(channel_mult, str):

@@ -517,8 +517,8 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
     from improved_diffusion.image_datasets import load_data
     from improved_diffusion.resample import create_named_schedule_sampler
     from improved_diffusion.script_util import (
-        create_gaussian_diffusion,
         create_model_and_diffusion,
+        diffusion_from_args,
         model_and_diffusion_defaults,
     )
 
@@ -556,17 +556,7 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         )
     torch.manual_seed(args["seed"])  # same initial weights for the same seed
     model, diffusion = create_model_and_diffusion(**{k: args[k] for k in model_keys})
-    sample_diffusion = create_gaussian_diffusion(
-        steps=args["diffusion_steps"],
-        learn_sigma=args["learn_sigma"],
-        sigma_small=args["sigma_small"],
-        noise_schedule=args["noise_schedule"],
-        use_kl=args["use_kl"],
-        predict_xstart=args["predict_xstart"],
-        rescale_timesteps=args["rescale_timesteps"],
-        rescale_learned_sigmas=args["rescale_learned_sigmas"],
-        timestep_respacing=f"ddim{min(50, args['diffusion_steps'])}",
-    )
+    sample_diffusion = diffusion_from_args(args, f"ddim{min(50, args['diffusion_steps'])}")
     ensure_dir(log_dir, "--log_dir")
     log = logger_mod.configure(log_dir)
     data = load_data(
