@@ -17,6 +17,17 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core machine can be
+    40x slower (spin-waiting). Modules opt in with pytest.mark.usefixtures("one_torch_thread");
+    the previous thread count is restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

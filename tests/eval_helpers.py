@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from hifigan.atomic import save_npy
 from hifigan.mel_config import MelConfig
@@ -115,13 +114,3 @@ def run_script(name: str, argv: list[str]) -> int:
     return 0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core machine can
-    be 40x slower (spin-waiting). Restored after the module."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

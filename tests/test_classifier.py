@@ -1,8 +1,9 @@
 import json
 
 import numpy as np
+import pytest
 import torch
-from eval_helpers import make_melset, one_torch_thread, run_script  # noqa: F401 (fixture)
+from eval_helpers import make_melset, run_script
 
 from evaluation.classifier import (
     IGNORE,
@@ -14,6 +15,8 @@ from evaluation.classifier import (
     train_classifier,
 )
 from evaluation.mels import load_melset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_labels_map_ranges_and_missing():

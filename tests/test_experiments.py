@@ -3,10 +3,12 @@ import subprocess
 import sys
 
 import pytest
-from eval_helpers import SMALL, make_melset, one_torch_thread, run_script  # noqa: F401 (fixture)
+from eval_helpers import SMALL, make_melset, run_script
 
 from evaluation import experiments as ex
 from hifigan.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {"num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1", "attention_resolutions": "",
         "num_heads": 1, "diffusion_steps": 10, "noise_schedule": "cosine", "crop_width": 16, "num_mels": 16, "batch_size": 2,

@@ -4,10 +4,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from eval_helpers import SMALL, make_tiny_run, one_torch_thread, run_script, toy_mel  # noqa: F401 (fixture)
+from eval_helpers import SMALL, make_tiny_run, run_script, toy_mel
 
 from evaluation import generation as gen
 from improved_diffusion.checkpoint import load_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_slerp_numbers():

@@ -2,9 +2,11 @@ import json
 
 import numpy as np
 import pytest
-from eval_helpers import SMALL, make_melset, make_tiny_run, one_torch_thread, run_script  # noqa: F401 (fixture)
+from eval_helpers import SMALL, make_melset, make_tiny_run, run_script
 
 from evaluation import losses
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_read_progress_and_plot(tmp_path):

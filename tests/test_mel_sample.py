@@ -13,6 +13,8 @@ from tiny_mels import make_melset, tiny_config, tiny_train_args
 from improved_diffusion.sampling import sample_from_checkpoint, sample_mels
 from improved_diffusion.train_util import train_from_args
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,12 +37,6 @@ def run_cli(name, argv, monkeypatch, capsys):
     return code, out, err
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

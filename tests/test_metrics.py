@@ -4,12 +4,14 @@ import sys
 
 import numpy as np
 import pytest
-from eval_helpers import CONFIG, make_melset, make_sample_dir, one_torch_thread, run_script, toy_mel  # noqa: F401 (fixture)
+from eval_helpers import CONFIG, make_melset, make_sample_dir, run_script, toy_mel
 
 from evaluation import metrics
 from evaluation.classifier import ClassifierConfig, save_classifier, train_classifier
 from evaluation.mels import load_melset
 from hifigan.mel_config import MelConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_inception_score_known_values():

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_helpers import (  # noqa: F401
+from eval_helpers import (
     SMALL,
     make_melset,
     make_sample_dir,
     make_tiny_run,
-    one_torch_thread,
     run_script,
     toy_mel,
 )
@@ -19,6 +18,8 @@ from evaluation.report import make_report
 from hifigan.atomic import write_json
 from hifigan.audio import write_wav
 from hifigan.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 EVIL = "<b>&x\"'"
 

@@ -15,15 +15,9 @@ from improved_diffusion.gaussian_diffusion import (
 )
 from improved_diffusion.unet import AttentionBlock, UNetModel
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster, and 2 OpenMP threads on a busy 2-core box spin-wait
-    (measured 45x slower wall time)."""
-    before = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(before)
+
 
 
 TINY = dict(
