@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from datasets import nsynth_gm, prep  # noqa: E402
-from datasets.melset import MelSet  # noqa: E402
 from datasets.timing import cpu_seconds  # noqa: E402
-from hifigan.atomic import write_json  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
+from melcore.atomic import write_json  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
+from melcore.melset import MelSet  # noqa: E402
 
 
 def timed(fn, *args, **kwargs):

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
 from benchmarks.bench_train import model_flags  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 DDIM_STEPS = 50
 ANCESTRAL_STEPS = 1000
@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     cuda = device.startswith("cuda")
     common.set_threads(args.threads)
 
-    from hifigan.mel_config import MelConfig
+    from melcore.mel_config import MelConfig
 
     flags = model_flags(args.quick)
     frames = args.frames or (flags["crop_width"] if args.quick else 256 if cuda else 64)

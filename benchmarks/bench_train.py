@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 REFERENCE = dict(
     num_mels=80,

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 VARIANTS = ("v1", "v2", "v3")
 CONFIGS = Path(__file__).resolve().parents[1] / "hifigan" / "configs"
@@ -42,7 +42,7 @@ def build(variant: str, mode: str, device: str):
         universal_vocoder,
     )
     from hifigan.models import Generator
-    from hifigan.utils import load_checkpoint
+    from melcore.checkpoint_io import load_checkpoint
 
     if variant == "v1":
         ckpt, cfg = universal_files()
@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     variants = [v for v in args.variants.split(",") if v]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
-        from hifigan.errors import UserError
+        from melcore.errors import UserError
 
         raise UserError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
     common.set_threads(args.threads)

@@ -76,7 +76,7 @@ def pick_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from hifigan.errors import UserError
+        from melcore.errors import UserError
 
         raise UserError("--device cuda: no CUDA device here; use --device cpu or auto")
     return name
@@ -121,7 +121,7 @@ def finite_positive(x: Any) -> bool:
 
 
 def write_result(path: str | None, result: dict) -> None:
-    from hifigan.atomic import write_json
+    from melcore.atomic import write_json
 
     result = {
         "load_average_1min": round(os.getloadavg()[0], 2),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hifigan.errors import UserError, cli_main  # noqa: E402
+from melcore.errors import UserError, cli_main  # noqa: E402
 
 # (file, key path, goal, comparison) -> the goals table
 GOALS = [
@@ -251,7 +251,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     text = render(load_results(Path(args.folder)))
     if args.out:
-        from hifigan.atomic import write_text
+        from melcore.atomic import write_text
 
         write_text(args.out, text)
     print(text, end="")

@@ -10,7 +10,6 @@ when files are added and two windows of one recording never land in different sp
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -19,17 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.audio import check_audio_file, read_audio, resample
-from hifigan.errors import UserError
-from hifigan.mel_config import CLIP_RATE
+from melcore.audio import (  # noqa: F401  (AUDIO_EXTENSIONS, SPLIT_SHARES: this module's names too)
+    AUDIO_EXTENSIONS,
+    SPLIT_SHARES,
+    check_audio_file,
+    list_audio,
+    read_audio,
+    resample,
+    split_of,
+)
+from melcore.errors import UserError
+from melcore.mel_config import CLIP_RATE
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
 # Formats libsndfile reads itself: a file it cannot open is damaged, and librosa's fallback
 # (audioread probing its backends, seconds per file) would only fail slower.
 SOUNDFILE_NATIVE = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 DEFAULT_WINDOW_S = 4.0
 DEFAULT_MIN_RMS_DB = -50.0
-SPLIT_SHARES = {"valid": 0.1, "test": 0.1}
 
 
 @dataclass(frozen=True)
@@ -42,38 +47,13 @@ class Window:
     audio: np.ndarray  # float32 mono at 16 kHz
 
 
-def list_audio(root: str | os.PathLike) -> list[Path]:
-    """Audio files below `root`, sorted, hidden files and folders skipped."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: input folder does not exist")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS):
-                files.append(Path(dirpath) / name)
-    return sorted(files)
-
-
-def split_of(rel_path: str, shares: dict[str, float] | None = None) -> str:
-    """train/valid/test from a hash of the file's relative POSIX path (stable across runs)."""
-    shares = shares or SPLIT_SHARES
-    h = int.from_bytes(hashlib.sha1(rel_path.encode()).digest()[:8], "big") / 2**64
-    if h < shares["valid"]:
-        return "valid"
-    if h < shares["valid"] + shares["test"]:
-        return "test"
-    return "train"
-
-
 def clip_stem(rel_path: str) -> str:
     """A file name safe id stem from a relative path: 'a/b c.wav' -> 'a__b_c_wav'."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", rel_path.replace("/", "__")).replace(".", "_")
 
 
 def read_clip(path: str | os.PathLike, target_sr: int = CLIP_RATE) -> np.ndarray:
-    """A whole file as float32 mono at `target_sr` (hifigan.audio.read_audio, failing fast)."""
+    """A whole file as float32 mono at `target_sr` (melcore.audio.read_audio, failing fast)."""
     import soundfile as sf
 
     path = Path(path)

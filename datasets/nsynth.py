@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from hifigan.errors import UserError, cli_main
+from melcore.errors import UserError, cli_main
 
 SPLITS = ("train", "valid", "test")
 BASE_URL = "http://download.magenta.tensorflow.org/datasets/nsynth"

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.atomic import write_json
-from hifigan.errors import UserError, cli_main
+from melcore.atomic import write_json
+from melcore.errors import UserError, cli_main
 
 SAMPLE_RATE = 16000
 HOLD_SECONDS = 3
@@ -307,7 +307,7 @@ def _render_job(job: tuple[Note, str, int]) -> tuple[Note, dict | None, str, boo
 
     Runs in a worker and returns only the small record, not the audio, to keep IPC cheap.
     """
-    from hifigan.audio import write_wav
+    from melcore.audio import write_wav
 
     note, wav_path, index = job
     y = _complete_wav(Path(wav_path))

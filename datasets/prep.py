@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.atomic import atomic_open, ensure_dir, save_npy, write_json, write_text
-from hifigan.errors import UserError
-from hifigan.mel_config import CLIP_RATE, MelConfig, require_match
+from melcore.atomic import atomic_open, ensure_dir, save_npy, write_json, write_text
+from melcore.errors import UserError
+from melcore.mel_config import CLIP_RATE, MelConfig, require_match
 
 SPLITS = ("train", "valid", "test")
 LABEL_KEYS = ("pitch", "velocity", "instrument", "instrument_family", "instrument_source", "qualities")
@@ -157,7 +157,7 @@ def _worker_init(config: MelConfig, out: str, opts: Options) -> None:
 
 def expected_frames(num_samples_16k: int) -> int:
     """Frames audio_to_mel gives for a clip of this many 16 kHz samples (cached per length)."""
-    from hifigan.audio import resample
+    from melcore.audio import resample
 
     cache, config = _W["frames_cache"], _W["config"]
     if num_samples_16k not in cache:
@@ -360,7 +360,7 @@ def prepare(
         "mel_min": config.mel_min,
         "mel_max": config.mel_max,
         "splits": {s: stats[s].summary() for s in SPLITS if s in stats},
-        # Manifest sources are relative to this folder (datasets.melset.source_roots reads it).
+        # Manifest sources are relative to this folder (melcore.melset.source_roots reads it).
         "source_root": str(Path(input_dir).resolve()),
     }
     write_text(out / "manifest.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))

@@ -19,9 +19,9 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluation.mels import crop, fixed_crops, normalized
-from hifigan.atomic import torch_save, write_json
-from hifigan.errors import UserError
-from hifigan.mel_config import MelConfig
+from melcore.atomic import torch_save, write_json
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig
 
 PITCH_MIN, PITCH_MAX = 21, 108  # piano range, as NSynth
 HEADS = {"pitch": PITCH_MAX - PITCH_MIN + 1, "family": 11, "source": 3}

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_model_flags(p: argparse.ArgumentParser, default_steps: str) -> None:
-    from hifigan.utils import add_trust_flag
+    from melcore.checkpoint_io import add_trust_flag
 
     add_trust_flag(p)
     p.add_argument("--model_path", required=True, help="run dir (latest checkpoint) or a .pt inside one")
@@ -17,7 +17,7 @@ def add_model_flags(p: argparse.ArgumentParser, default_steps: str) -> None:
 
 
 def add_vocoder_flags(p: argparse.ArgumentParser) -> None:
-    from hifigan.utils import add_trust_flag
+    from melcore.checkpoint_io import add_trust_flag
 
     add_trust_flag(p)
     p.add_argument("--vocoder", default=None, help="HiFi-GAN checkpoint (default: the one for the mel config)")
@@ -29,7 +29,7 @@ def load(args: argparse.Namespace):
     from improved_diffusion.checkpoint import load_model
 
     return load_model(args.model_path, overrides={"timestep_respacing": args.timestep_respacing},
-                      use_ema=not args.raw, device=args.device)
+                      use_ema=not args.raw, device=args.device, trust=args.trust_checkpoint)
 
 
 def vocoder(args: argparse.Namespace, config):
@@ -37,4 +37,5 @@ def vocoder(args: argparse.Namespace, config):
         return None
     from hifigan.inference import vocoder_for
 
-    return vocoder_for(config, checkpoint=args.vocoder, griffin_lim=args.griffin_lim, device=args.device)
+    return vocoder_for(config, checkpoint=args.vocoder, griffin_lim=args.griffin_lim, device=args.device,
+                       trust=args.trust_checkpoint)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.atomic import write_json, write_text
-from hifigan.audio import read_audio, resample, write_wav
-from hifigan.mel_config import CLIP_RATE, MelConfig
 from hifigan.meldataset import audio_to_mel
+from melcore.atomic import write_json, write_text
+from melcore.audio import read_audio, resample, write_wav
+from melcore.mel_config import CLIP_RATE, MelConfig
 
 RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
 
@@ -117,12 +117,14 @@ def evaluate(
     checkpoints: list[str] | None = None,
     audio_root: str | None = None,
     device: str = "cpu",
+    trust: bool = False,
 ) -> dict:
-    """Vocode up to `num` test-split notes with every available vocoder; write results."""
+    """Vocode up to `num` test-split notes with every available vocoder; write results.
+    `trust`: --trust-checkpoint, for the vocoder `checkpoints`."""
     from tqdm import tqdm
 
-    from datasets.melset import MelSet, resolve_source, source_roots
     from hifigan.inference import vocoder_for
+    from melcore.melset import MelSet, resolve_source, source_roots
 
     out = Path(out_dir)
     melset = MelSet(mel_dir, split="test")
@@ -136,7 +138,7 @@ def evaluate(
             vocoders.append(("universal", vocoder_for(config, device=device)))
         vocoders.append(("griffin-lim", vocoder_for(config, griffin_lim=True)))
         for i, ck in enumerate(checkpoints or []):
-            vocoders.append((f"checkpoint{i}", vocoder_for(config, checkpoint=ck, device=device)))
+            vocoders.append((f"checkpoint{i}", vocoder_for(config, checkpoint=ck, device=device, trust=trust)))
     roots = source_roots(mel_dir, audio_root)
     rows = []
     for idx in tqdm(range(min(num, len(melset))), desc="copy synthesis", unit="note"):

@@ -9,7 +9,7 @@ Grid file (JSON or YAML):
      "num_samples": 8, "loss_clips": 16, "bpd_clips": 2}
 
 Every combination of the grid values becomes one run dir `<out>/<name>` trained by the
-training code's `train_from_args` (resuming when it already has checkpoints), then losses per
+`evaluation.pipeline.train_from_args` (resuming when it already has checkpoints), then losses per
 split, samples and (with a classifier) metrics. The table is written as summary.csv/.md and
 experiments.json; a run that fails is recorded with its error instead of stopping the grid.
 """
@@ -27,8 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from hifigan.atomic import write_json, write_text
-from hifigan.errors import UserError
+from melcore.atomic import write_json, write_text
+from melcore.errors import UserError
 
 GRID_KEYS = {"data_dir", "max_steps", "base", "grid", "classifier", "num_samples", "loss_clips", "bpd_clips", "seed"}
 COLUMNS = ("name", "status", "step", "train_loss", "valid_loss", "valid_mse", "valid_bpd", "fd", "ndb_k",
@@ -85,8 +85,7 @@ def _short(v: Any) -> str:
 
 
 def run_flags(grid: dict, combo: dict, log_dir: Path) -> dict:
-    from improved_diffusion.script_util import model_and_diffusion_defaults
-    from improved_diffusion.train_util import training_defaults
+    from improved_diffusion.script_util import model_and_diffusion_defaults, training_defaults
 
     defaults = {**model_and_diffusion_defaults(), **training_defaults()}
     flags = {**grid.get("base", {}), **combo}
@@ -102,7 +101,7 @@ def run_flags(grid: dict, combo: dict, log_dir: Path) -> dict:
 def evaluate_run(run_dir: Path, grid: dict) -> dict:
     """Losses, samples and (with a classifier) metrics of one finished run."""
     from evaluation.losses import checkpoint_losses, plot_curves
-    from improved_diffusion.sampling import sample_from_checkpoint
+    from evaluation.pipeline import sample_from_checkpoint
 
     seed = int(grid.get("seed", 0))
     losses = checkpoint_losses(run_dir, grid["data_dir"], splits=("train", "valid"), weights=("ema",),
@@ -181,7 +180,7 @@ def what_did_not_work(results: dict[str, dict]) -> list[str]:
 
 def run_grid(grid: dict, out_dir: str | os.PathLike, progress: bool = False) -> dict:
     """Train and evaluate every combination; writes summary.csv, summary.md, experiments.json."""
-    from improved_diffusion.train_util import train_from_args
+    from evaluation.pipeline import train_from_args
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hifigan.errors import UserError
+from melcore.errors import UserError
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -175,7 +175,7 @@ def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hifigan.atomic import atomic_open
+    from melcore.atomic import atomic_open
 
     nr, nc = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(nr, nc, figsize=(1.6 * nc + 0.4, 1.6 * nr + 0.3), squeeze=False)
@@ -205,7 +205,7 @@ def write_outputs(
     mels: torch.Tensor, names: list[str], out_dir: str | os.PathLike, config, vocoder=None
 ) -> list[Path]:
     """Denormalised log-mel .npy (+ WAV when a vocoder is given) per output, mel_config.json beside."""
-    from hifigan.atomic import save_npy
+    from melcore.atomic import save_npy
 
     out_dir = Path(out_dir)
     logmels = [config.denormalize(m[0].cpu().numpy()).astype(np.float32) for m in mels]

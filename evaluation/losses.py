@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.errors import UserError
-from hifigan.mel_config import require_match
+from melcore.errors import UserError
+from melcore.mel_config import require_match
 
 SPLITS = ("train", "valid", "test")
 WEIGHTS = ("raw", "ema")
@@ -34,16 +34,19 @@ def checkpoint_losses(
     batch_size: int = 16,
     seed: int = 0,
     device: str = "cpu",
+    trust: bool = False,
 ) -> dict:
-    """Losses of a checkpoint (file or run dir) on each split of a prepared set, raw and EMA."""
-    from datasets.melset import MelSet
+    """Losses of a checkpoint (file or run dir) on each split of a prepared set, raw and EMA.
+    `trust`: --trust-checkpoint."""
     from improved_diffusion.checkpoint import load_model
     from improved_diffusion.evaluate import split_losses
+    from melcore.melset import MelSet
 
     result: dict = {"data_dir": str(data_dir), "weights": {}}
     for w in weights:
         # bits/dim needs the whole chain: always the trained (unrespaced) diffusion
-        loaded = load_model(checkpoint, overrides={"timestep_respacing": ""}, use_ema=(w == "ema"), device=device)
+        loaded = load_model(checkpoint, overrides={"timestep_respacing": ""}, use_ema=(w == "ema"), device=device,
+                            trust=trust)
         width = int(loaded.args["crop_width"])
         result.update(checkpoint=str(loaded.path.parent), step=loaded.step, crop_width=width,
                       diffusion_steps=loaded.diffusion.num_timesteps)
@@ -139,7 +142,7 @@ def plot_curves(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path 
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from hifigan.atomic import atomic_open
+    from melcore.atomic import atomic_open
 
     with atomic_open(out, "wb") as f:
         fig.savefig(f, format="png", dpi=100)

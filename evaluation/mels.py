@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.melset import MelSet
-from hifigan.errors import UserError
-from hifigan.mel_config import LOG_FLOOR, MelConfig
+from melcore.errors import UserError
+from melcore.mel_config import LOG_FLOOR, MelConfig
+from melcore.melset import MelSet
 
 
 @dataclass

@@ -19,7 +19,7 @@ from scipy import linalg
 
 from evaluation.classifier import MelClassifier, predict
 from evaluation.mels import MelCollection, fixed_crops, normalized
-from hifigan.mel_config import MelConfig, require_match
+from melcore.mel_config import MelConfig, require_match
 
 Z_CRIT = 1.959963984540054  # two-sided alpha = 0.05
 
@@ -230,8 +230,8 @@ def run_audio_metrics(
     """Files in, metrics JSON out: real train as reference, valid (else test) as the floor."""
     from evaluation.classifier import load_classifier
     from evaluation.mels import load_mel_folder, load_melset
-    from hifigan.atomic import write_json
-    from hifigan.errors import UserError
+    from melcore.atomic import write_json
+    from melcore.errors import UserError
 
     train = load_melset(real_dir, "train")
     if not len(train):

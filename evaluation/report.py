@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from hifigan.atomic import write_text
-from hifigan.errors import UserError
+from melcore.atomic import write_text
+from melcore.errors import UserError
 
 NOT_COMPUTED = '<p class="nc">not computed</p>'
 SPLIT_ORDER = ("train", "valid", "test")
@@ -364,7 +364,7 @@ def copy_synthesis(real: list[tuple[str, np.ndarray]], config_dict: dict, out: P
     if not real or not config_dict:
         return []
     from hifigan.inference import vocode_batches, vocoder_for, write_wavs
-    from hifigan.mel_config import MelConfig
+    from melcore.mel_config import MelConfig
 
     config = MelConfig.from_dict(config_dict)
     voc = vocoder_for(config, griffin_lim=griffin_lim)
@@ -392,7 +392,7 @@ def make_report(
     real = real_examples(data, width, n_examples)
     real_wavs = []
     if data is not None and (data / "manifest.jsonl").is_file():
-        from datasets.melset import read_manifest, resolve_source, source_roots
+        from melcore.melset import read_manifest, resolve_source, source_roots
 
         by_id = {e["id"]: e for e in read_manifest(data / "manifest.jsonl")}
         roots = source_roots(data, audio_root)

@@ -1,9 +1,6 @@
-"""HiFi-GAN's run environment helpers: a dict with attribute access and the config copy."""
+"""HiFi-GAN's config container: a dict with attribute access."""
 
 from __future__ import annotations
-
-import os
-import shutil
 
 
 class AttrDict(dict):
@@ -13,10 +10,3 @@ class AttrDict(dict):
         super().__init__(*args, **kwargs)
         self.__dict__ = self
 
-
-def build_env(config: str, config_name: str, path: str) -> None:
-    """Copy the config file `config` to `path/config_name` (unless it already is that file)."""
-    target = os.path.join(path, config_name)
-    if config != target:
-        os.makedirs(path, exist_ok=True)
-        shutil.copyfile(config, target)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hifigan.mel_config import MelConfig
 from hifigan.meldataset import mel_basis
+from melcore.mel_config import MelConfig
 
 DEFAULT_ITERS = 64
 

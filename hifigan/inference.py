@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from hifigan.env import AttrDict
-from hifigan.errors import UserError
-from hifigan.mel_config import ANALYSIS_FIELDS, LOG_FLOOR, MelConfig, require_match
+from hifigan.models import GENERATOR_KEYS
+from hifigan.utils import scan_checkpoint
+from melcore.checkpoint_io import load_checkpoint
+from melcore.errors import UserError
+from melcore.mel_config import ANALYSIS_FIELDS, LOG_FLOOR, MelConfig, require_match
 
 UNIVERSAL_NAME = "hifigan-universal-v1"
-# What hifigan.models.Generator reads from a config (besides the analysis fields).
-GENERATOR_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
-                  "resblock_kernel_sizes", "resblock_dilation_sizes")
 
 
 class Vocoder:
@@ -154,7 +154,8 @@ def mel_config_from_hifigan(h: dict, base: MelConfig | None = None) -> MelConfig
     return cfg
 
 
-def _check_hop(h: dict, source: str) -> None:
+def check_hop(h: dict, source: str) -> None:
+    """The generator's upsampling must produce exactly hop_size samples per mel frame."""
     prod = int(np.prod(h["upsample_rates"]))
     if prod != h["hop_size"]:
         raise UserError(
@@ -182,13 +183,15 @@ def universal_files() -> tuple[Path, Path]:
     return ckpt, cfg
 
 
-def load_generator(checkpoint: str | os.PathLike, h: dict, device: str = "cpu", for_inference: bool = True):
-    """Build Generator(h), load `{'generator': state_dict}` strictly, fold weight norm."""
+def load_generator(
+    checkpoint: str | os.PathLike, h: dict, device: str = "cpu", for_inference: bool = True, trust: bool = False
+):
+    """Build Generator(h), load `{'generator': state_dict}` strictly, fold weight norm.
+    `trust` allows a checkpoint that needs full unpickling (--trust-checkpoint)."""
     from hifigan.models import Generator
-    from hifigan.utils import load_checkpoint
 
     generator = Generator(h)
-    state = load_checkpoint(checkpoint, "cpu")
+    state = load_checkpoint(checkpoint, "cpu", trust=trust)
     if not isinstance(state, dict) or "generator" not in state:
         raise UserError(f"{checkpoint}: not a HiFi-GAN generator checkpoint (no 'generator' entry)")
     try:
@@ -214,8 +217,6 @@ def universal_vocoder(device: str = "cpu") -> HifiganVocoder:
 # -- user checkpoints -----------------------------------------------------------------------
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[Path, Path]:
     """A g_XXXXXXXX file, or a folder holding config.json and g_* files -> (file, config.json)."""
-    from hifigan.utils import scan_checkpoint
-
     path = Path(checkpoint)
     if path.is_dir():
         latest = scan_checkpoint(path, "g_")
@@ -227,10 +228,10 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> tuple[Path, Path]:
     raise UserError(f"--checkpoint {path}: no such file or folder")
 
 
-def checkpoint_vocoder(checkpoint: str | os.PathLike, device: str = "cpu") -> HifiganVocoder:
+def checkpoint_vocoder(checkpoint: str | os.PathLike, device: str = "cpu", trust: bool = False) -> HifiganVocoder:
     ckpt, cfg_path = resolve_checkpoint(checkpoint)
     h = read_hifigan_config(cfg_path)
-    _check_hop(h, str(cfg_path))
+    check_hop(h, str(cfg_path))
     mel_cfg_path = cfg_path.parent / "mel_config.json"
     config = mel_config_from_hifigan(h)
     if mel_cfg_path.is_file():
@@ -238,20 +239,25 @@ def checkpoint_vocoder(checkpoint: str | os.PathLike, device: str = "cpu") -> Hi
         saved = MelConfig.load(mel_cfg_path)
         require_match(saved, config, str(mel_cfg_path), str(cfg_path), ANALYSIS_FIELDS)
         config = saved
-    return HifiganVocoder(load_generator(ckpt, h, device), config, f"hifigan:{ckpt}", device)
+    return HifiganVocoder(load_generator(ckpt, h, device, trust=trust), config, f"hifigan:{ckpt}", device)
 
 
 def vocoder_for(
-    config: MelConfig, checkpoint: str | None = None, griffin_lim: bool = False, device: str = "cpu"
+    config: MelConfig,
+    checkpoint: str | None = None,
+    griffin_lim: bool = False,
+    device: str = "cpu",
+    trust: bool = False,
 ) -> Vocoder:
-    """The vocoder for mels analysed with `config` (see the module docstring for the order)."""
+    """The vocoder for mels analysed with `config` (see the module docstring for the order).
+    `trust` lets a user checkpoint be fully unpickled (--trust-checkpoint)."""
     check_device(device)
     if griffin_lim and checkpoint:
         raise UserError("--griffin_lim and --checkpoint exclude each other; pass one")
     if griffin_lim:
         return GriffinLimVocoder(config)
     if checkpoint:
-        voc = checkpoint_vocoder(checkpoint, device)
+        voc = checkpoint_vocoder(checkpoint, device, trust=trust)
         require_match(config, voc.config, "the mels' mel config", f"vocoder {checkpoint}", ANALYSIS_FIELDS)
         return voc
     universal = MelConfig.from_preset("universal")
@@ -296,7 +302,7 @@ def write_wavs(
     out_rate: int | None = None,
 ) -> list[Path]:
     """Write `out_dir/<name>.wav` (16-bit) for each audio at `sr`, resampled to `out_rate`."""
-    from hifigan.audio import resample, write_wav
+    from melcore.audio import resample, write_wav
 
     out_dir = Path(out_dir)
     rate = out_rate or sr

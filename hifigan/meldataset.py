@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hifigan.mel_config import CLIP_RATE, MelConfig
-
-MAX_WAV_VALUE = 32768.0
+from melcore.audio import resample
+from melcore.mel_config import CLIP_RATE, MelConfig
 
 # Cached per full configuration and device (the official cache keyed only on fmax and
 # device, so two configs sharing fmax silently shared a basis).
@@ -24,16 +23,8 @@ def dynamic_range_compression_torch(x: torch.Tensor, C: float = 1, clip_val: flo
     return torch.log(torch.clamp(x, min=clip_val) * C)
 
 
-def dynamic_range_decompression_torch(x: torch.Tensor, C: float = 1) -> torch.Tensor:
-    return torch.exp(x) / C
-
-
 def spectral_normalize_torch(magnitudes: torch.Tensor) -> torch.Tensor:
     return dynamic_range_compression_torch(magnitudes)
-
-
-def spectral_de_normalize_torch(magnitudes: torch.Tensor) -> torch.Tensor:
-    return dynamic_range_decompression_torch(magnitudes)
 
 
 def mel_basis(sampling_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
@@ -89,8 +80,6 @@ def mel_spectrogram(
 
 def prepare_audio(y: np.ndarray, sr: int, config: MelConfig) -> np.ndarray:
     """Clip audio -> the analysis signal: resampled to the preset's rate, peak-normalised."""
-    from hifigan.audio import resample
-
     y = resample(np.asarray(y, dtype=np.float32), sr, config.sampling_rate)
     if config.peak_normalize is not None:
         peak = float(np.max(np.abs(y))) if y.size else 0.0

@@ -19,6 +19,11 @@ from torch.nn.utils import spectral_norm
 
 from hifigan.utils import get_padding, init_weights
 
+# What Generator reads from a config besides the analysis fields: two configs that agree on
+# these (and num_mels) build generators with the same parameter shapes.
+GENERATOR_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
+                  "resblock_kernel_sizes", "resblock_dilation_sizes")
+
 LRELU_SLOPE = 0.1
 
 

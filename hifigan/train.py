@@ -10,16 +10,20 @@ and multi-scale discriminators, feature matching, L1 mel loss x45 (on the `fmax_
 with the same --checkpoint_path resumes from the latest pair. `config.json` and `mel_config.json`
 are written beside them so scripts/vocode.py --checkpoint DIR finds everything.
 
-Single process (CPU or one GPU). Multi-GPU DDP is a follow-up: it belongs on the project's
-shared distributed helper (improved_diffusion/dist_util.py), not on a second copy here.
+One process (CPU or one GPU), or several under torchrun / mpiexec through the project's one
+distributed helper (melcore.dist_util): DDP averages gradients, rank 0 writes and validates.
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m hifigan.train`: set up the process before torch loads
+    from melcore.process import configure_process
+
+    configure_process()
+
 import argparse
 import itertools
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -27,13 +31,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hifigan.atomic import write_json
 from hifigan.env import AttrDict
-from hifigan.errors import UserError, cli_main
-from hifigan.inference import mel_config_from_hifigan, read_hifigan_config, universal_files
-from hifigan.mel_config import ANALYSIS_FIELDS
+from hifigan.inference import (
+    check_hop,
+    mel_config_from_hifigan,
+    read_hifigan_config,
+    universal_files,
+)
 from hifigan.meldataset import mel_spectrogram
 from hifigan.models import (
+    GENERATOR_KEYS,
     Generator,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
@@ -41,10 +48,15 @@ from hifigan.models import (
     feature_loss,
     generator_loss,
 )
-from hifigan.utils import add_trust_flag, load_checkpoint, save_checkpoint, scan_checkpoint
+from hifigan.utils import save_checkpoint, scan_checkpoint
+from melcore import dist_util
+from melcore.atomic import write_json
+from melcore.checkpoint_io import add_trust_flag, load_checkpoint
+from melcore.errors import UserError, cli_main
+from melcore.mel_config import ANALYSIS_FIELDS
 
-ARCH_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
-             "resblock_kernel_sizes", "resblock_dilation_sizes", "num_mels")
+# A resumed or fine-tuned run must keep these: they fix the generator's parameter shapes.
+ARCH_KEYS = (*GENERATOR_KEYS, "num_mels")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,14 +97,13 @@ def load_run_config(a: argparse.Namespace) -> AttrDict:
         h.batch_size = a.batch_size
     if a.num_workers is not None:
         h.num_workers = a.num_workers
-    if math.prod(h.upsample_rates) != h.hop_size:
-        raise UserError(f"{a.config}: upsample_rates multiply to {math.prod(h.upsample_rates)}, not hop_size {h.hop_size}")
+    check_hop(h, str(a.config or run_cfg))
     if h.segment_size % h.hop_size:
         raise UserError(f"{a.config}: segment_size {h.segment_size} is not a multiple of hop_size {h.hop_size}")
     return h
 
 
-def fine_tune_start(generator: Generator, source: str) -> None:
+def fine_tune_start(generator: Generator, source: str, trust: bool = False) -> None:
     """Load the universal (or another) generator's weights into a freshly built generator."""
     if source == "universal":
         ckpt, cfg = universal_files()
@@ -102,7 +113,7 @@ def fine_tune_start(generator: Generator, source: str) -> None:
             raise UserError(f"--fine_tune_from universal needs the V1 architecture; the config differs in {diff}")
     else:
         ckpt = source
-    state = load_checkpoint(ckpt)
+    state = load_checkpoint(ckpt, trust=trust)
     try:
         generator.load_state_dict(state["generator"], strict=True)
     except (KeyError, RuntimeError) as exc:
@@ -112,7 +123,14 @@ def fine_tune_start(generator: Generator, source: str) -> None:
 class Run:
     """Models, optimisers, schedulers and the step/epoch counters of one training run."""
 
-    def __init__(self, h: AttrDict, device: str, checkpoint_path: str | os.PathLike, fine_tune_from: str | None = None):
+    def __init__(
+        self,
+        h: AttrDict,
+        device: str,
+        checkpoint_path: str | os.PathLike,
+        fine_tune_from: str | None = None,
+        trust: bool = False,
+    ):
         self.h, self.device, self.dir = h, torch.device(device), Path(checkpoint_path)
         torch.manual_seed(h.get("seed", 1234))
         self.generator = Generator(h).to(self.device)
@@ -125,14 +143,14 @@ class Run:
         state_do = None
         self.steps, last_epoch = 0, -1
         if cp_g is not None and cp_do is not None:
-            self.generator.load_state_dict(load_checkpoint(cp_g, self.device)["generator"])
-            state_do = load_checkpoint(cp_do, self.device)
+            self.generator.load_state_dict(load_checkpoint(cp_g, self.device, trust=trust)["generator"])
+            state_do = load_checkpoint(cp_do, self.device, trust=trust)
             self.mpd.load_state_dict(state_do["mpd"])
             self.msd.load_state_dict(state_do["msd"])
             self.steps, last_epoch = state_do["steps"] + 1, state_do["epoch"]
             print(f"resuming from {cp_g} / {cp_do} at step {self.steps}")
         elif fine_tune_from:
-            fine_tune_start(self.generator, fine_tune_from)
+            fine_tune_start(self.generator, fine_tune_from, trust)
             self.generator.to(self.device)
         betas = (h.adam_b1, h.adam_b2)
         self.optim_g = torch.optim.AdamW(self.generator.parameters(), h.learning_rate, betas=betas)
@@ -228,7 +246,6 @@ def train(a: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     from hifigan.train_data import AudioSegments, clips_from_dirs
-    from improved_diffusion import dist_util
 
     # One process, or many under torchrun / mpiexec (the diffusion core's dist_util): each rank
     # trains on its shard, gradients are averaged by DDP, only rank 0 writes and validates.
@@ -248,7 +265,7 @@ def train(a: argparse.Namespace) -> dict:
         write_json(out / "config.json", dict(h))
         mel_config.save(out / "mel_config.json")
 
-    run = Run(h, device, out, a.fine_tune_from)
+    run = Run(h, device, out, a.fine_tune_from, a.trust_checkpoint)
     if world > 1:
         run.distribute()
     trainset = AudioSegments(clips["train"], h, mel_config, train=True)

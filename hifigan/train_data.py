@@ -2,7 +2,7 @@
 
 A mel set's `manifest.jsonl` names each clip's `source` (relative to prep's input root) and,
 for windows cut from long files, `start_s`. Audio is read at the 16 kHz clip rate with
-hifigan.audio.read_audio, then resampled to the vocoder's analysis rate and peak-normalised
+melcore.audio.read_audio, then resampled to the vocoder's analysis rate and peak-normalised
 (hifigan.meldataset.prepare_audio, HiFi-GAN's `normalize(audio) * 0.95`). Mels come from
 hifigan.meldataset.mel_spectrogram, the project's one mel function.
 """
@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hifigan.audio import read_audio
-from hifigan.errors import UserError
-from hifigan.mel_config import CLIP_RATE, MelConfig
 from hifigan.meldataset import mel_spectrogram, prepare_audio
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
+from melcore.audio import list_audio, read_audio, split_of
+from melcore.errors import UserError
+from melcore.mel_config import CLIP_RATE, MelConfig
+from melcore.melset import read_manifest, resolve_source, source_roots
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,6 @@ def clips_from_dirs(
 ) -> tuple[dict[str, list[ClipRef]], MelConfig | None]:
     """{'train': [...], 'valid': [...]} clips from mel sets and/or audio folders, and the first
     mel set's config (None when only audio folders were given)."""
-    from datasets.melset import read_manifest, resolve_source, source_roots
-
     splits: dict[str, list[ClipRef]] = {"train": [], "valid": [], "test": []}
     base_config = None
     for d in map(Path, dirs):
@@ -57,12 +54,12 @@ def clips_from_dirs(
                 dur = e["frames"] * config.hop_size / config.sampling_rate if "start_s" in e else None
                 splits.setdefault(e["split"], []).append(ClipRef(str(path), float(e.get("start_s", 0.0)), dur))
         else:
-            files = sorted(p for p in d.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            files = list_audio(d)
             if not files:
                 raise UserError(f"--mel_dir {d}: neither a mel set (manifest.jsonl) nor a folder with audio")
-            # Deterministic hold-out: every 20th file validates.
-            for i, p in enumerate(files):
-                splits["valid" if i % 20 == 19 else "train"].append(ClipRef(str(p)))
+            # The split prep_mels.py gives the same folder (a hash of the relative path).
+            for p in files:
+                splits[split_of(p.relative_to(d).as_posix())].append(ClipRef(str(p)))
     if not splits["train"]:
         raise UserError(f"--mel_dir {' '.join(map(str, dirs))}: no training clips")
     if not splits["valid"]:

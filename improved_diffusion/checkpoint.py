@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hifigan.atomic import torch_save, write_json
-from hifigan.errors import UserError
-from hifigan.mel_config import MelConfig
+from melcore.atomic import torch_save, write_json
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig
 
 ARGS_FILE = "args.json"
 # Flags that choose how to sample rather than what was trained: may differ from args.json.
@@ -181,18 +181,19 @@ def load_model(
     overrides: dict | None = None,
     use_ema: bool | None = None,
     device: Any = "cpu",
+    trust: bool = False,
 ) -> Loaded:
     """Rebuild model + diffusion from args.json beside `path` and load its weights.
 
     `overrides`: flags given on a command line; model flags must agree with args.json,
-    sampling flags (SAMPLING_KEYS) replace the stored ones.
+    sampling flags (SAMPLING_KEYS) replace the stored ones. `trust`: --trust-checkpoint.
     """
-    from improved_diffusion import dist_util
     from improved_diffusion.script_util import (
         args_to_dict,
         create_model_and_diffusion,
         model_and_diffusion_defaults,
     )
+    from melcore import dist_util
 
     args, config = read_args(path)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -203,7 +204,7 @@ def load_model(
     merged.update({k: v for k, v in overrides.items() if k in SAMPLING_KEYS})
     weights = resolve_weights(path, use_ema, parse_rates(args.get("ema_rate", "0.9999")))
     model, diffusion = create_model_and_diffusion(**args_to_dict(_ns(merged), defaults.keys()))
-    state = dist_util.load_state_dict(weights, map_location="cpu")
+    state = dist_util.load_state_dict(weights, trust=trust, map_location="cpu")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datasets.melset import MelSet
 from improved_diffusion.image_datasets import fit_width, normalize_clip
+from melcore.melset import MelSet
 
 
 def melset_windows(melset: MelSet, width: int, num_samples: int | None = None) -> torch.Tensor:
@@ -131,15 +131,17 @@ def nll_from_checkpoint(
     seed: int = 0,
     use_ema: bool | None = None,
     progress: bool = True,
+    trust: bool = False,
 ) -> dict:
-    """mel_nll.py: losses and bits/dim of a checkpoint on splits of a mel set, as a dict."""
-    from hifigan.errors import UserError
-    from hifigan.mel_config import require_match
-    from improved_diffusion import dist_util
+    """mel_nll.py: losses and bits/dim of a checkpoint on splits of a mel set, as a dict.
+    `trust`: --trust-checkpoint."""
     from improved_diffusion.checkpoint import load_model
+    from melcore import dist_util
+    from melcore.errors import UserError
+    from melcore.mel_config import require_match
 
     # bits/dim needs the whole chain: always the trained (unrespaced) diffusion
-    loaded = load_model(model_path, {"timestep_respacing": ""}, use_ema=use_ema, device=dist_util.dev())
+    loaded = load_model(model_path, {"timestep_respacing": ""}, use_ema=use_ema, device=dist_util.dev(), trust=trust)
     result = {"checkpoint": str(loaded.path), "step": loaded.step, "data_dir": str(data_dir), "seed": seed,
               "diffusion_steps": loaded.diffusion.num_timesteps, "width": loaded.args["crop_width"], "splits": {}}
     for split in splits:

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-import hifigan
-from hifigan.errors import UserError
+from melcore import process
+from melcore.errors import UserError
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -30,11 +30,18 @@ PRECISIONS: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
 }
 OPTIMIZERS = ("fused", "foreach", "loop")
-# What `import hifigan` puts in the environment when the user has not set it: on a shared
-# 2-core machine libgomp's spin-waiting threads made every op wait for a descheduled
-# sibling thread (measured 2.5x slower training steps, 7x slower vocoding).
-OMP_WAIT_POLICY = hifigan.OMP_WAIT_POLICY
+# What entry points (melcore.process.configure_process) put in the environment when the user
+# has not set it: on a shared 2-core machine libgomp's spin-waiting threads made every op wait
+# for a descheduled sibling thread (measured 2.5x slower training steps, 7x slower vocoding).
+OMP_WAIT_POLICY = process.OMP_WAIT_POLICY
 EMAS = ("foreach", "loop")
+
+
+def check_precision(precision: str) -> str:
+    """`precision` if it is one of PRECISIONS, else the one --precision error."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision: unknown value {precision!r}; choose one of {list(PRECISIONS)}")
+    return precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +60,7 @@ class SpeedMode:
     omp_wait_policy: str = ""
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise UserError(
-                f"--precision: unknown value {self.precision!r}; choose one of {list(PRECISIONS)}"
-            )
+        check_precision(self.precision)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.ema not in EMAS:
@@ -154,7 +158,7 @@ def prepare_for_sampling(model: torch.nn.Module, device: torch.device | str) -> 
 
 def process_env(mode: SpeedMode) -> dict[str, str]:
     """Environment for a new process that runs `mode` (an empty value = libgomp's default;
-    it also stops `import hifigan` from setting its default)."""
+    it also stops the entry point's configure_process() from setting its default)."""
     return {"OMP_WAIT_POLICY": mode.omp_wait_policy}
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datasets.melset import MelSet
-from hifigan.errors import UserError
-from hifigan.mel_config import LOG_FLOOR, MelConfig, require_match
+from melcore.errors import UserError
+from melcore.mel_config import LOG_FLOOR, MelConfig, require_match
+from melcore.melset import MelSet
 
 CROPS = ("random", "none")
 
@@ -207,7 +207,7 @@ def load_data(
     `deterministic` keeps clip order fixed (no shuffling); crops stay seeded by `seed`.
     `mel_config`, when given, must equal the set's config (the model was built for it).
     """
-    from improved_diffusion import dist_util
+    from melcore import dist_util
 
     width = crop_width if crop_width is not None else image_size
     if width is None:

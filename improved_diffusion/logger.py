@@ -162,7 +162,7 @@ def configure(dir: str | os.PathLike | None = None, format_strs=FORMATS, rank: i
     """Start logging into `dir` (rank 0 only writes) and make it the module-level logger."""
     global _current
     if rank is None:
-        from improved_diffusion import dist_util
+        from melcore import dist_util
 
         rank = dist_util.get_rank()
     _current.close()

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from hifigan.errors import UserError
+from melcore.errors import UserError
 
 from . import gaussian_diffusion as gd
 from .respace import SpacedDiffusion, space_timesteps
@@ -61,6 +61,48 @@ def model_and_diffusion_defaults() -> dict[str, Any]:
         channel_mult="",
         attention_impl="sdpa",
     )
+
+
+def training_defaults() -> dict[str, Any]:
+    """Training flags (upstream's plus the mel additions); with model_and_diffusion_defaults()
+    they are mel_train.py's flags and the contents of args.json."""
+    return dict(
+        data_dir="",
+        log_dir="",
+        schedule_sampler="uniform",
+        lr=1e-4,
+        weight_decay=0.0,
+        lr_anneal_steps=0,
+        batch_size=1,
+        microbatch=-1,
+        ema_rate="0.9999",
+        log_interval=10,
+        save_interval=10000,
+        resume_checkpoint="",
+        use_fp16=False,
+        fp16_scale_growth=1e-3,
+        max_steps=0,
+        precision="fp32",
+        grad_clip=0.0,
+        val_interval=1000,
+        val_samples=64,
+        sample_interval=5000,
+        sample_count=4,
+        sample_wav=True,
+        seed=0,
+        keep_checkpoints=0,
+        num_workers=2,
+        max_bad_steps=10,
+    )
+
+
+# Sampling with DDIM: this many steps (fewer for shorter chains) unless --timestep_respacing says.
+DDIM_STEPS = 50
+
+
+def default_respacing(diffusion_steps: int) -> str:
+    """The default sampling respacing: DDIM with DDIM_STEPS steps, or every step for shorter chains."""
+    return f"ddim{min(DDIM_STEPS, diffusion_steps)}"
 
 
 def create_model_and_diffusion(

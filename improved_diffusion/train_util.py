@@ -14,6 +14,7 @@ import functools
 import math
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,16 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from hifigan.atomic import ensure_dir
-from hifigan.errors import UserError
-from hifigan.mel_config import require_match
 from improved_diffusion import checkpoint as ckpt
-from improved_diffusion import dist_util, fast
+from improved_diffusion import fast, script_util
 from improved_diffusion import logger as logger_mod
 from improved_diffusion.resample import LossAwareSampler, UniformSampler
+from melcore import dist_util
+from melcore.errors import UserError
 
 PRECISIONS = fast.PRECISIONS
+# Upstream's name: importable from here as it was; defined beside model_and_diffusion_defaults.
+training_defaults = script_util.training_defaults
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -37,6 +39,9 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class TrainLoop:
+    """Upstream's TrainLoop. Previews are the caller's: `preview(step, ema_model)` runs on
+    rank 0 every `sample_interval` steps (evaluation.pipeline samples, writes and vocodes)."""
+
     def __init__(
         self,
         *,
@@ -51,7 +56,7 @@ class TrainLoop:
         save_interval: int = 10000,
         resume_checkpoint: str = "",
         use_fp16: bool = False,
-        fp16_scale_growth: float = 1e-3,
+        fp16_scale_growth: float = 1e-3,  # upstream's signature; torch's GradScaler grows itself
         schedule_sampler=None,
         weight_decay: float = 0.0,
         lr_anneal_steps: int = 0,
@@ -65,19 +70,14 @@ class TrainLoop:
         val_data: torch.Tensor | None = None,
         val_interval: int = 0,
         sample_interval: int = 0,
-        sample_diffusion=None,
-        num_sample_images: int = 4,
-        sample_wav: bool = True,
-        sample_shape: tuple[int, int, int] | None = None,
-        mel_config=None,
+        preview: Callable[[int, torch.nn.Module], None] | None = None,
         logger: logger_mod.Logger | None = None,
         progress: bool = True,
         speed_mode: fast.SpeedMode | None = None,
+        trust_checkpoint: bool = False,
     ):
-        if use_fp16:
-            precision = "fp16"  # upstream's flag
-        if precision not in PRECISIONS:
-            raise UserError(f"--precision: unknown value {precision!r}; choose one of {list(PRECISIONS)}")
+        del fp16_scale_growth
+        precision = fast.check_precision("fp16" if use_fp16 else precision)  # use_fp16: upstream's flag
         for name, value in (("batch_size", batch_size), ("log_interval", log_interval), ("save_interval", save_interval)):
             if value <= 0:
                 raise UserError(f"--{name}: must be positive, got {value}")
@@ -92,7 +92,6 @@ class TrainLoop:
         self.save_interval = save_interval
         self.resume_checkpoint = resume_checkpoint
         self.precision = precision
-        self.fp16_scale_growth = fp16_scale_growth  # kept for upstream's signature; GradScaler grows
         self.schedule_sampler = schedule_sampler or UniformSampler(diffusion)
         self.weight_decay = weight_decay
         self.lr_anneal_steps = lr_anneal_steps
@@ -106,22 +105,25 @@ class TrainLoop:
         self.val_data = val_data
         self.val_interval = val_interval
         self.sample_interval = sample_interval
-        self.sample_diffusion = sample_diffusion
-        self.num_sample_images = num_sample_images
-        self.sample_wav = sample_wav
-        # (C, H, W) of preview samples; by default the validation windows' shape
-        self.sample_shape = sample_shape or (tuple(val_data.shape[1:]) if val_data is not None else None)
-        self.mel_config = mel_config
+        self.preview = preview
         self.progress = progress
+        self.trust_checkpoint = trust_checkpoint  # --trust-checkpoint, for the files resumed from
         # How the step runs (layout, attention kernel, optimizer/EMA kernels): the device's
         # fastest measured mode unless given; benchmarks/bench_train.py times this same path.
         self.speed_mode = speed_mode or fast.fastest_mode(dist_util.dev(), precision)
         self.speed_mode = self.speed_mode.with_precision(precision)  # --precision decides
+        self._init_state()
+        self._resume()
+        self._wrap_ddp()
+        if hasattr(self.data, "set_step"):
+            self.data.set_step(self.step)
 
+    def _init_state(self) -> None:
+        """Device, ranks, counters, optimizer, grad scaler and fresh EMA copies."""
         self.device = dist_util.dev()
         self.rank = dist_util.get_rank()
         self.world_size = dist_util.get_world_size()
-        self.global_batch = batch_size * self.world_size
+        self.global_batch = self.batch_size * self.world_size
         self.step = 0
         self.bad_steps = 0
         self.stop_signal: int | None = None
@@ -129,14 +131,13 @@ class TrainLoop:
         # Tracked in memory (not by looking at files) so every rank agrees without a shared disk.
         self.saved_step: int | None = None
         self.params = list(self.model.parameters())
-
         self.model.to(self.device)
         fast.apply_to_model(self.model, self.speed_mode)
-        self.opt = fast.make_optimizer(self.params, self.speed_mode, lr=lr, weight_decay=weight_decay)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.opt = fast.make_optimizer(self.params, self.speed_mode, lr=self.lr, weight_decay=self.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema_params = [[p.detach().clone() for p in self.params] for _ in self.ema_rate]
-        self._resume()
 
+    def _wrap_ddp(self) -> None:
         if self.world_size > 1:
             self.ddp_model = DDP(
                 self.model,
@@ -146,8 +147,6 @@ class TrainLoop:
             )
         else:
             self.ddp_model = self.model
-        if hasattr(self.data, "set_step"):
-            self.data.set_step(self.step)
 
     # -- resume --------------------------------------------------------------------------------
     def _resume_plan(self) -> dict | None:
@@ -180,16 +179,16 @@ class TrainLoop:
         self.step = plan["step"]
         self.saved_step = self.step if plan["complete"] else None
         self.log.log(f"resuming from {plan['model']} (step {self.step})")
-        self._load_params(self.params, dist_util.load_state_dict(plan["model"], map_location="cpu"))
+        self._load_params(self.params, dist_util.load_state_dict(plan["model"], self.trust_checkpoint, map_location="cpu"))
         for rate, ema in zip(self.ema_rate, self.ema_params):
             if plan["ema"][rate]:
-                self._load_params(ema, dist_util.load_state_dict(plan["ema"][rate], map_location="cpu"))
+                self._load_params(ema, dist_util.load_state_dict(plan["ema"][rate], self.trust_checkpoint, map_location="cpu"))
             else:
                 self.log.warn(f"no EMA {rate} file for step {self.step}: it restarts from the model weights")
                 for e, p in zip(ema, self.params):
                     e.copy_(p.detach())
         if plan["opt"]:
-            state = dist_util.load_state_dict(plan["opt"], map_location="cpu")
+            state = dist_util.load_state_dict(plan["opt"], self.trust_checkpoint, map_location="cpu")
             if "opt" not in state:  # an upstream opt file is the bare optimizer state
                 state = {"opt": state}
             self.opt.load_state_dict(state["opt"])
@@ -414,38 +413,9 @@ class TrainLoop:
         return out
 
     def write_samples(self) -> None:
-        if self.rank == 0 and self.sample_diffusion is not None and self.mel_config is not None:
-            from improved_diffusion.sampling import (
-                sample_mels,
-                write_sample_files,
-                write_sample_wavs,
-            )
-
-            shape = self.sample_shape
-            if shape is None:
-                self.log.warn("sample shape unknown (no sample_shape, no validation data): samples skipped")
-            else:
-                mels = sample_mels(
-                    self.ema_model(),
-                    self.sample_diffusion,
-                    self.num_sample_images,
-                    shape,
-                    batch_size=self.num_sample_images,
-                    use_ddim=True,
-                    seed=self.seed,
-                    progress=False,
-                    device=self.device,
-                )
-                out_dir = self.log_dir / "samples" / f"{self.step:06d}"
-                tb = self.log.tensorboard()
-                write_sample_files(out_dir, mels, self.mel_config, wav=False, tensorboard=tb, step=self.step)
-                if self.sample_wav:
-                    try:
-                        notes = write_sample_wavs(out_dir, mels, self.mel_config, tensorboard=tb, step=self.step)
-                    except Exception as exc:  # a preview must never end a training run
-                        notes = [f"no preview WAVs at step {self.step}: {type(exc).__name__}: {exc}"]
-                    for note in notes:
-                        self.log.log(note)
+        """Hand the EMA model to the `preview` callback (rank 0; the others wait)."""
+        if self.rank == 0 and self.preview is not None:
+            self.preview(self.step, self.ema_model())
         dist_util.barrier()
 
 
@@ -472,147 +442,3 @@ def _load_sampler_state(sampler, state: dict) -> None:
         sampler._loss_counts = state["loss_counts"].numpy().copy()
 
 
-# -- the mel_train.py run: flags -> model, data, loop ---------------------------------------------
-def training_defaults() -> dict[str, Any]:
-    """Training flags (upstream's plus the mel additions); with model_and_diffusion_defaults()
-    they are mel_train.py's flags and the contents of args.json."""
-    return dict(
-        data_dir="",
-        log_dir="",
-        schedule_sampler="uniform",
-        lr=1e-4,
-        weight_decay=0.0,
-        lr_anneal_steps=0,
-        batch_size=1,
-        microbatch=-1,
-        ema_rate="0.9999",
-        log_interval=10,
-        save_interval=10000,
-        resume_checkpoint="",
-        use_fp16=False,
-        fp16_scale_growth=1e-3,
-        max_steps=0,
-        precision="fp32",
-        grad_clip=0.0,
-        val_interval=1000,
-        val_samples=64,
-        sample_interval=5000,
-        sample_count=4,
-        sample_wav=True,
-        seed=0,
-        keep_checkpoints=0,
-        num_workers=2,
-        max_bad_steps=10,
-    )
-
-
-def default_log_dir() -> str:
-    return time.strftime("runs/%Y%m%d-%H%M%S")
-
-
-def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
-    """Everything mel_train.py does after parsing flags; resumes when log_dir has checkpoints."""
-    from datasets.melset import MelSet
-    from improved_diffusion.evaluate import melset_windows
-    from improved_diffusion.image_datasets import load_data
-    from improved_diffusion.resample import create_named_schedule_sampler
-    from improved_diffusion.script_util import (
-        create_model_and_diffusion,
-        diffusion_from_args,
-        model_and_diffusion_defaults,
-    )
-
-    dist_util.setup_dist()
-    args = dict(args)
-    if not args["data_dir"]:
-        raise UserError("--data_dir: required (a folder made by scripts/prep_mels.py)")
-    # Every rank must use rank 0's timestamped folder.
-    args["log_dir"] = dist_util.broadcast_object(args["log_dir"] or default_log_dir())
-    log_dir = Path(args["log_dir"])
-    if args["use_fp16"]:
-        args["precision"] = "fp16"
-    for name in ("batch_size", "max_steps", "crop_width", "num_workers", "keep_checkpoints", "val_samples"):
-        if int(args[name]) < (1 if name in ("batch_size", "crop_width") else 0):
-            raise UserError(f"--{name}: must be {'positive' if name in ('batch_size', 'crop_width') else '>= 0'}, got {args[name]}")
-    if args["precision"] not in PRECISIONS:
-        raise UserError(f"--precision: unknown value {args['precision']!r}; choose one of {list(PRECISIONS)}")
-
-    model_keys = list(model_and_diffusion_defaults())
-    if (log_dir / ckpt.ARGS_FILE).is_file():
-        stored, stored_config = ckpt.read_args(log_dir)
-        ckpt.require_same_flags(stored, args, [*model_keys, "seed"], f"{log_dir / ckpt.ARGS_FILE}")
-    else:
-        stored_config = None
-
-    train_set = MelSet(args["data_dir"], "train")
-    config = train_set.config
-    if stored_config is not None:
-        # Resuming on another mel set: its mels must be the ones the model learned.
-        require_match(stored_config, config, f"{log_dir / ckpt.ARGS_FILE}", f"{args['data_dir']}/mel_config.json")
-    if config.num_mels != args["num_mels"]:
-        raise UserError(
-            f"--num_mels {args['num_mels']}: the mel set {args['data_dir']} has {config.num_mels} mel bins; "
-            f"pass --num_mels {config.num_mels}"
-        )
-    torch.manual_seed(args["seed"])  # same initial weights for the same seed
-    model, diffusion = create_model_and_diffusion(**{k: args[k] for k in model_keys})
-    sample_diffusion = diffusion_from_args(args, f"ddim{min(50, args['diffusion_steps'])}")
-    ensure_dir(log_dir, "--log_dir")
-    log = logger_mod.configure(log_dir)
-    data = load_data(
-        data_dir=args["data_dir"],
-        batch_size=args["batch_size"],
-        crop_width=args["crop_width"],
-        class_cond=args["class_cond"],
-        num_workers=args["num_workers"],
-        seed=args["seed"],
-        mel_config=config,
-    )
-    val_set = MelSet(args["data_dir"], "valid")
-    val_data = melset_windows(val_set, args["crop_width"], args["val_samples"]) if len(val_set) else None
-    log.log(f"training in {log_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-            f"{len(train_set)} training clips, {dist_util.get_world_size()} process(es)")
-    try:
-        schedule_sampler = create_named_schedule_sampler(args["schedule_sampler"], diffusion)
-    except NotImplementedError:
-        raise UserError(f"--schedule_sampler: unknown value {args['schedule_sampler']!r}; "
-                        "use uniform or loss-second-moment") from None
-    loop = TrainLoop(
-        model=model,
-        diffusion=diffusion,
-        data=data,
-        batch_size=args["batch_size"],
-        microbatch=args["microbatch"],
-        lr=args["lr"],
-        ema_rate=args["ema_rate"],
-        log_interval=args["log_interval"],
-        save_interval=args["save_interval"],
-        resume_checkpoint=args["resume_checkpoint"],
-        precision=args["precision"],
-        fp16_scale_growth=args["fp16_scale_growth"],
-        schedule_sampler=schedule_sampler,
-        weight_decay=args["weight_decay"],
-        lr_anneal_steps=args["lr_anneal_steps"],
-        max_steps=args["max_steps"],
-        grad_clip=args["grad_clip"],
-        seed=args["seed"],
-        log_dir=str(log_dir),
-        keep_checkpoints=args["keep_checkpoints"],
-        max_bad_steps=args["max_bad_steps"],
-        val_data=val_data,
-        val_interval=args["val_interval"],
-        sample_interval=args["sample_interval"],
-        sample_diffusion=sample_diffusion,
-        num_sample_images=args["sample_count"],
-        sample_wav=args["sample_wav"],
-        sample_shape=(args["in_channels"], args["num_mels"], args["crop_width"]),
-        mel_config=config,
-        logger=log,
-        progress=progress,
-    )
-    # After TrainLoop has loaded any checkpoint: a resume that fails leaves args.json as it was.
-    if dist_util.is_main():
-        ckpt.write_args(log_dir, args, config)
-    loop.run_loop()
-    log.close()
-    return loop

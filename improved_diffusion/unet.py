@@ -17,7 +17,7 @@ import torch as th
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hifigan.errors import UserError
+from melcore.errors import UserError
 
 from .fp16_util import convert_module_to_f16, convert_module_to_f32
 from .nn import (

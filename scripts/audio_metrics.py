@@ -13,9 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from evaluation.metrics import run_audio_metrics  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
-from hifigan.utils import add_trust_flag  # noqa: E402
+from melcore.checkpoint_io import add_trust_flag  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 
 @cli_main

@@ -10,9 +10,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from evaluation.copy_synthesis import evaluate, make_synthetic_notes, markdown_table  # noqa: E402
-from hifigan.errors import UserError, cli_main  # noqa: E402
-from hifigan.utils import add_trust_flag  # noqa: E402
+from melcore.checkpoint_io import add_trust_flag  # noqa: E402
+from melcore.errors import UserError, cli_main  # noqa: E402
 
 
 @cli_main
@@ -31,7 +35,8 @@ def main(argv=None) -> None:
         a.mel_dir = str(make_synthetic_notes(Path(a.out_dir) / "notes", a.make_notes))
     if not a.mel_dir:
         raise UserError("pass --mel_dir MELS or --make_notes N")
-    result = evaluate(a.mel_dir, a.out_dir, a.num, a.checkpoint, a.audio_root, a.device)
+    result = evaluate(a.mel_dir, a.out_dir, a.num, a.checkpoint, a.audio_root, a.device,
+                      trust=a.trust_checkpoint)
     print(markdown_table(result))
     print(f"listening page: {Path(a.out_dir) / 'index.html'}")
 

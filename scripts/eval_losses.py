@@ -14,6 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from evaluation.losses import (  # noqa: E402
     SPLITS,
     checkpoint_losses,
@@ -21,9 +25,9 @@ from evaluation.losses import (  # noqa: E402
     require_run_dir,
     zero_shot,
 )
-from hifigan.atomic import write_json  # noqa: E402
-from hifigan.errors import UserError, cli_main  # noqa: E402
-from hifigan.utils import add_trust_flag  # noqa: E402
+from melcore.atomic import write_json  # noqa: E402
+from melcore.checkpoint_io import add_trust_flag  # noqa: E402
+from melcore.errors import UserError, cli_main  # noqa: E402
 
 
 @cli_main
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if not weights or set(weights) - {"raw", "ema"} or set(splits) - set(SPLITS):
         raise UserError(f"--weights {a.weights!r} / --splits {a.splits!r}: use raw,ema and {','.join(SPLITS)}")
     res = checkpoint_losses(path, a.data_dir, splits, weights, limit=a.limit, bpd_limit=a.bpd_limit,
-                            batch_size=a.batch_size, seed=a.seed, device=a.device)
+                            batch_size=a.batch_size, seed=a.seed, device=a.device, trust=a.trust_checkpoint)
     curve = plot_curves(run_dir, run_dir / "curves.png")
     res["curves"] = curve.name if curve else None
     out = Path(a.out) if a.out else run_dir / "losses.json"
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.zero_shot:
         split = splits[-1]
         z = zero_shot(path, a.data_dir, a.zero_shot, split, a.samples, a.classifier, limit=a.limit,
-                      bpd_limit=a.bpd_limit, batch_size=a.batch_size, seed=a.seed, device=a.device)
+                      bpd_limit=a.bpd_limit, batch_size=a.batch_size, seed=a.seed, device=a.device, trust=a.trust_checkpoint)
         write_json(run_dir / "zero_shot.json", z)
         for side in ("own", "other"):
             v = z[side]

@@ -14,10 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from evaluation import cli  # noqa: E402
 from evaluation.generation import interpolate, load_mel_input, mel_grid_png, write_outputs  # noqa: E402
-from hifigan.atomic import write_json  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
+from melcore.atomic import write_json  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 
 @cli_main

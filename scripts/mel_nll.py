@@ -11,13 +11,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.melset import SPLITS  # noqa: E402
-from hifigan.atomic import write_json  # noqa: E402
-from hifigan.errors import UserError, cli_main  # noqa: E402
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from improved_diffusion.checkpoint import parse_step  # noqa: E402
 from improved_diffusion.cli import ArgumentParser  # noqa: E402
 from improved_diffusion.evaluate import nll_from_checkpoint  # noqa: E402
 from improved_diffusion.script_util import str2bool  # noqa: E402
+from melcore.atomic import write_json  # noqa: E402
+from melcore.errors import UserError, cli_main  # noqa: E402
+from melcore.melset import SPLITS  # noqa: E402
 
 
 def create_argparser() -> ArgumentParser:
@@ -43,7 +47,8 @@ def main() -> None:
         raise UserError(f"--split {args.split!r} / --num_samples / --batch_size: use splits from {SPLITS} "
                         "or all, and positive counts")
     result = nll_from_checkpoint(args.model_path, args.data_dir, splits, num_samples=args.num_samples, bpd=args.bpd,
-                                 batch_size=args.batch_size, seed=args.seed, use_ema=args.use_ema)
+                                 batch_size=args.batch_size, seed=args.seed, use_ema=args.use_ema,
+                                 trust=args.trust_checkpoint)
     model_path = Path(args.model_path)
     out = Path(args.out) if args.out else (model_path if model_path.is_dir() else model_path.parent) / f"nll_{parse_step(result['checkpoint']):06d}.json"
     write_json(out, result)

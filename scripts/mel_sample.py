@@ -11,10 +11,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hifigan.errors import cli_main  # noqa: E402
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
+from evaluation.pipeline import sample_from_checkpoint  # noqa: E402
 from improved_diffusion.cli import ArgumentParser  # noqa: E402
-from improved_diffusion.sampling import sample_from_checkpoint  # noqa: E402
 from improved_diffusion.script_util import model_and_diffusion_defaults, str2bool  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 
 def create_argparser() -> ArgumentParser:
@@ -44,6 +48,7 @@ def main() -> None:
         args["model_path"], args["out_dir"], args["num_samples"], batch_size=args["batch_size"],
         use_ddim=args["use_ddim"], use_ema=args["use_ema"], seed=args["seed"], overrides=overrides,
         wav=args["wav"], griffin_lim=args["griffin_lim"], vocoder_checkpoint=args["vocoder"],
+        trust=args["trust_checkpoint"],
     )
     for note in notes:
         print(note)

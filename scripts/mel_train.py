@@ -12,11 +12,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hifigan.errors import cli_main  # noqa: E402
-from improved_diffusion import dist_util  # noqa: E402
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
+from evaluation.pipeline import train_from_args  # noqa: E402
 from improved_diffusion.cli import ArgumentParser  # noqa: E402
-from improved_diffusion.script_util import add_dict_to_argparser, model_and_diffusion_defaults  # noqa: E402
-from improved_diffusion.train_util import train_from_args, training_defaults  # noqa: E402
+from improved_diffusion.script_util import (  # noqa: E402
+    add_dict_to_argparser,
+    model_and_diffusion_defaults,
+    training_defaults,
+)
+from melcore import dist_util  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 
 def create_argparser() -> ArgumentParser:

@@ -15,9 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from datasets.prep import PACK_DTYPES, Options, make_config, prepare  # noqa: E402
-from hifigan.errors import cli_main  # noqa: E402
-from hifigan.mel_config import PRESETS  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
+from melcore.mel_config import PRESETS  # noqa: E402
 
 
 @cli_main

@@ -14,6 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from evaluation import cli  # noqa: E402
 from evaluation.generation import (  # noqa: E402
     continuation,
@@ -24,7 +28,7 @@ from evaluation.generation import (  # noqa: E402
     variations,
     write_outputs,
 )
-from hifigan.errors import cli_main  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 
 @cli_main

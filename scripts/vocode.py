@@ -11,12 +11,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hifigan.atomic import ensure_dir, write_json  # noqa: E402
-from hifigan.errors import UserError, cli_main  # noqa: E402
+from melcore.process import configure_process  # noqa: E402
+
+configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
+
 from hifigan.inference import vocode_batches, vocoder_for, write_wavs  # noqa: E402
-from hifigan.mel_config import ANALYSIS_FIELDS, MelConfig, require_match  # noqa: E402
-from hifigan.mel_io import read_mel_dir  # noqa: E402
-from hifigan.utils import add_trust_flag  # noqa: E402
+from melcore.atomic import ensure_dir, write_json  # noqa: E402
+from melcore.checkpoint_io import add_trust_flag  # noqa: E402
+from melcore.errors import UserError, cli_main  # noqa: E402
+from melcore.mel_config import ANALYSIS_FIELDS, MelConfig, require_match  # noqa: E402
+from melcore.mel_io import read_mel_dir  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,7 +50,7 @@ def main(argv=None) -> None:
     items = read_mel_dir(a.input_dir, config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vocoder = vocoder_for(config, a.checkpoint, a.griffin_lim, a.device)
+        vocoder = vocoder_for(config, a.checkpoint, a.griffin_lim, a.device, trust=a.trust_checkpoint)
     require_match(config, vocoder.config, "the mels", f"vocoder {vocoder.name}", ANALYSIS_FIELDS)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

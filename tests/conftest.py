@@ -1,6 +1,7 @@
 import os
 
-# As `import hifigan` does for scripts: idle OpenMP threads sleep (set before torch loads).
+# As melcore.process.configure_process() does for scripts: idle OpenMP threads sleep (set
+# before torch loads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402

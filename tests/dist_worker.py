@@ -10,8 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from tiny_mels import tiny_train_args  # noqa: E402
 
-from improved_diffusion import dist_util  # noqa: E402
-from improved_diffusion.train_util import train_from_args  # noqa: E402
+from evaluation.pipeline import train_from_args  # noqa: E402
+from melcore import dist_util  # noqa: E402
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.atomic import save_npy
-from hifigan.mel_config import MelConfig
+from melcore.atomic import save_npy
+from melcore.mel_config import MelConfig
 
 CONFIG = MelConfig()
 # A 16-mel config keeps diffusion tests fast (the UNet's cost scales with the mel height).

@@ -193,7 +193,7 @@ def make_hifigan(folder: Path, step: int = 10, **overrides) -> Path:
 
 # -- session fixtures -----------------------------------------------------------------------------
 def tiny_mel_config():
-    from hifigan.mel_config import MelConfig
+    from melcore.mel_config import MelConfig
 
     return MelConfig(num_mels=TINY_NUM_MELS, sampling_rate=16000, preset="16k")
 

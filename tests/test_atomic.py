@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hifigan import atomic
+from melcore import atomic
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):

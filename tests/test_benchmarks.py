@@ -92,7 +92,7 @@ def test_report_renders_every_section(results, capsys):
 
 
 def test_report_refuses_empty_folder(tmp_path):
-    from hifigan.errors import UserError
+    from melcore.errors import UserError
 
     with pytest.raises(UserError, match="run benchmarks/run_all.sh"):
         report.load_results(tmp_path)
@@ -220,7 +220,7 @@ def test_apply_to_model_switches_attention_and_keeps_weights():
 
 
 def test_mode_names_and_errors():
-    from hifigan.errors import UserError
+    from melcore.errors import UserError
 
     assert fast.mode_by_name("upstream", "cpu") == fast.UPSTREAM
     assert fast.mode_by_name("fast", "cpu") == fast.fastest_mode("cpu")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_mels import make_melset
 
-from improved_diffusion import dist_util
+from melcore import dist_util
 
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 MPIEXEC = Path(sys.executable).parent / "mpiexec"

@@ -6,7 +6,7 @@ import pytest
 from eval_helpers import SMALL, make_melset, run_script
 
 from evaluation import experiments as ex
-from hifigan.errors import UserError
+from melcore.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,8 +3,8 @@ import pytest
 import soundfile as sf
 
 from datasets import folder
-from hifigan.audio import resample
-from hifigan.errors import UserError
+from melcore.audio import resample
+from melcore.errors import UserError
 
 
 def tone(seconds, sr, freq=440.0, amp=0.5):

@@ -23,8 +23,8 @@ from hardening_fixtures import (
     write_wav,
 )
 
-from hifigan.mel_config import MelConfig
 from hifigan.meldataset import audio_to_mel
+from melcore.mel_config import MelConfig
 
 CONFIG = MelConfig.from_preset("16k")
 PREP = ["--workers", "1", "--preset", "16k", "--window_s", "1", "--quiet"]

@@ -100,7 +100,7 @@ def assert_same_melset(a: Path, b: Path) -> None:
 
 def test_prep_killed_at_random_moments(clips, tmp_path):
     from datasets.prep import Options, prepare
-    from hifigan.mel_config import MelConfig
+    from melcore.mel_config import MelConfig
 
     # The reference in this process: a clip's mel does not depend on the number of workers.
     ref = tmp_path / "ref"
@@ -169,7 +169,7 @@ def test_train_killed_at_a_random_moment(tiny_run, tiny_melset, tmp_path):
 KILL_WRAPPER = """
 import os, runpy, signal, sys
 sys.path.insert(0, {root!r})
-import hifigan.atomic as atomic
+import melcore.atomic as atomic
 target, script = sys.argv[1], sys.argv[2]
 sys.argv = sys.argv[2:]
 real = atomic.write_bytes

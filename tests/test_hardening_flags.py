@@ -1,7 +1,7 @@
 """Bad flags and unusable output folders: one `error: --flag: problem; fix` line, exit non-zero,
 and whatever was in the output folder before stays byte-identical (no temp files left).
 
-Includes a full disk: training runs in this process with hifigan.atomic's writer raising
+Includes a full disk: training runs in this process with melcore.atomic's writer raising
 ENOSPC half-way through a checkpoint file; the previous checkpoint stays usable and a rerun
 resumes from it.
 """
@@ -142,7 +142,7 @@ def test_disk_full_mid_checkpoint_keeps_the_previous_one(tiny_melset, tiny_run, 
     through its first file. One line, step 2 untouched, no temp file; a rerun then finishes."""
     import shutil
 
-    import hifigan.atomic as atomic
+    import melcore.atomic as atomic
     from improved_diffusion import checkpoint as ckpt
 
     run = tmp_path / "run"

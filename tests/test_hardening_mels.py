@@ -1,6 +1,6 @@
 """Bad mel files and mel sets: every step that reads mels stops with one line naming the file.
 
-Covered readers: vocode.py (hifigan.mel_io), mel_train.py (datasets.melset through the data
+Covered readers: vocode.py (melcore.mel_io), mel_train.py (melcore.melset through the data
 loader, also inside loader worker processes), mel_nll.py; configs that differ between a set and
 a model or vocoder are refused with both values shown. Outputs already there stay intact.
 """
@@ -127,7 +127,7 @@ def train(data: Path, log_dir: Path, *extra, steps: int = 2, subprocess_: bool =
 
 
 @needs("mel_train.py")
-# datasets.melset shares hifigan.mel_io.check_mel with vocode.py (every kind is tested there;
+# melcore.melset shares melcore.mel_io.check_mel with vocode.py (every kind is tested there;
 # NaN in training is the loader-worker test below).
 @pytest.mark.parametrize("bad", ["int_dtype", "zero_bytes"])
 def test_train_bad_mel_file(tiny_melset, tiny_run, tmp_path, bad):

@@ -40,14 +40,14 @@ from hardening_fixtures import (
     tiny_mel_config,
 )
 
-from hifigan.errors import UserError
+from melcore.errors import UserError
 
 TRUST_FLAG = "--trust-checkpoint"
 NO_TRUST_FLAG = ("no --trust-checkpoint and no single loader yet: a pickle that needs code is reported "
                  "with torch's multi-line message, or a traceback (dist_util.load_state_dict)")
 # The one place allowed to call torch.load without a literal weights_only=True (it passes
 # weights_only=not trust, where trust comes only from --trust-checkpoint).
-SHARED_LOADER = "hifigan/utils.py"
+SHARED_LOADER = "melcore/checkpoint_io.py"
 
 
 def project_sources() -> list[Path]:
@@ -138,7 +138,7 @@ def evil_checkpoint(path: Path, marker: Path, payload_key: str = "generator") ->
 
 
 def test_shared_loader_refuses_code_and_names_the_flag(tmp_path):
-    from hifigan.utils import load_checkpoint
+    from melcore.checkpoint_io import load_checkpoint
 
     marker = tmp_path / "marker"
     path = evil_checkpoint(tmp_path / "g_00000001", marker)

@@ -16,7 +16,8 @@ from hifigan.models import (
     feature_loss,
     generator_loss,
 )
-from hifigan.utils import load_checkpoint, save_checkpoint, scan_checkpoint
+from hifigan.utils import save_checkpoint, scan_checkpoint
+from melcore.checkpoint_io import load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "hifigan" / "configs"
 WN = ("bias", "weight_g", "weight_v")

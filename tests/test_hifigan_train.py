@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from hifigan.audio import write_wav
-from hifigan.errors import UserError
-from hifigan.mel_config import MelConfig
 from hifigan.train import parse_args, train
-from hifigan.utils import load_checkpoint, scan_checkpoint
+from hifigan.utils import scan_checkpoint
+from melcore.audio import write_wav
+from melcore.checkpoint_io import load_checkpoint
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig
 
 TINY = {
     "resblock": "2", "num_gpus": 0, "batch_size": 2, "learning_rate": 0.005, "adam_b1": 0.8,

@@ -5,10 +5,10 @@ import pytest
 import torch
 from tiny_mels import make_melset, tiny_config
 
-from datasets.melset import MelSet
-from hifigan.errors import UserError
-from hifigan.mel_config import LOG_FLOOR
 from improved_diffusion.image_datasets import MelCrops, fit_width, load_data, normalize_clip
+from melcore.errors import UserError
+from melcore.mel_config import LOG_FLOOR
+from melcore.melset import MelSet
 
 
 def _write(root, name, mel, split="train"):

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hifigan.env import AttrDict
-from hifigan.errors import UserError
 from hifigan.inference import (
     UNIVERSAL_NAME,
     GriffinLimVocoder,
@@ -14,10 +13,11 @@ from hifigan.inference import (
     vocoder_for,
     write_wavs,
 )
-from hifigan.mel_config import MelConfig
 from hifigan.meldataset import audio_to_mel
 from hifigan.models import Generator
 from hifigan.utils import save_checkpoint
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig
 
 TINY = {
     "resblock": "2", "upsample_rates": [8, 8, 4], "upsample_kernel_sizes": [16, 16, 8],

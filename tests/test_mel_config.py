@@ -1,7 +1,7 @@
 import pytest
 
-from hifigan.errors import UserError
-from hifigan.mel_config import MelConfig, require_match
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig, require_match
 
 
 def test_universal_preset_is_the_pretrained_vocoders_analysis():

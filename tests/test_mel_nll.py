@@ -5,10 +5,10 @@ import torch
 from test_mel_sample import run_cli
 from tiny_mels import make_melset, tiny_config, tiny_train_args
 
-from datasets.melset import MelSet
+from evaluation.pipeline import train_from_args
 from improved_diffusion.checkpoint import load_model
 from improved_diffusion.evaluate import batch_losses, melset_windows, split_losses
-from improved_diffusion.train_util import train_from_args
+from melcore.melset import MelSet
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 from tiny_mels import make_melset, tiny_config, tiny_train_args
 
-from improved_diffusion.sampling import sample_from_checkpoint, sample_mels
-from improved_diffusion.train_util import train_from_args
+from evaluation.pipeline import sample_from_checkpoint, train_from_args
+from improved_diffusion.sampling import sample_mels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hifigan.mel_config import CLIP_RATE, LOG_FLOOR, MelConfig
 from hifigan.meldataset import audio_to_mel, mel_basis, mel_spectrogram, prepare_audio
+from melcore.mel_config import CLIP_RATE, LOG_FLOOR, MelConfig
 
 
 def numpy_reference_mel(y, n_fft, num_mels, sr, hop, win, fmin, fmax):

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from datasets.melset import MelSet
 from datasets.prep import pack_split
-from hifigan.errors import UserError
-from hifigan.mel_config import MelConfig
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig
+from melcore.melset import MelSet
 
 
 def make_set(root, rng, frames=(10, 7, 12, 5)):

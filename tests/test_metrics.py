@@ -9,7 +9,7 @@ from eval_helpers import CONFIG, make_melset, make_sample_dir, run_script, toy_m
 from evaluation import metrics
 from evaluation.classifier import ClassifierConfig, save_classifier, train_classifier
 from evaluation.mels import load_melset
-from hifigan.mel_config import MelConfig
+from melcore.mel_config import MelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

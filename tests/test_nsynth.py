@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from datasets import nsynth
-from hifigan.errors import UserError
+from melcore.errors import UserError
 
 
 def record(family, source, inst, pitch, velocity, note=0):

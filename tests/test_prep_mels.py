@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 
 from datasets import prep
-from datasets.melset import MelSet
-from hifigan.errors import UserError
-from hifigan.mel_config import MelConfig
 from hifigan.meldataset import audio_to_mel
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig
+from melcore.melset import MelSet
 
 ROOT = Path(__file__).resolve().parents[1]
 

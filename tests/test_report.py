@@ -15,9 +15,9 @@ from eval_helpers import (
 )
 
 from evaluation.report import make_report
-from hifigan.atomic import write_json
-from hifigan.audio import write_wav
-from hifigan.errors import UserError
+from melcore.atomic import write_json
+from melcore.audio import write_wav
+from melcore.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

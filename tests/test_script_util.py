@@ -7,7 +7,6 @@ import inspect
 
 import pytest
 
-from hifigan.errors import UserError
 from improved_diffusion import gaussian_diffusion as gd
 from improved_diffusion.respace import SpacedDiffusion
 from improved_diffusion.script_util import (
@@ -17,6 +16,7 @@ from improved_diffusion.script_util import (
     model_and_diffusion_defaults,
     str2bool,
 )
+from melcore.errors import UserError
 
 UPSTREAM_DEFAULTS = dict(
     image_size=64,

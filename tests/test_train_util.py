@@ -10,13 +10,14 @@ import pytest
 import torch
 from tiny_mels import make_melset, tiny_train_args, to_flags
 
-from hifigan.errors import UserError
+from evaluation.pipeline import train_from_args
 from improved_diffusion import checkpoint as ckpt
 from improved_diffusion.evaluate import batch_losses
 from improved_diffusion.image_datasets import load_data
 from improved_diffusion.logger import Logger
 from improved_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults
-from improved_diffusion.train_util import TrainLoop, train_from_args
+from improved_diffusion.train_util import TrainLoop
+from melcore.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

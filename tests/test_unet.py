@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch as th
 
-from hifigan.errors import UserError
 from improved_diffusion.gaussian_diffusion import (
     GaussianDiffusion,
     LossType,
@@ -14,6 +13,7 @@ from improved_diffusion.gaussian_diffusion import (
     get_named_beta_schedule,
 )
 from improved_diffusion.unet import AttentionBlock, UNetModel
+from melcore.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

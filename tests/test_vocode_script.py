@@ -8,10 +8,10 @@ import numpy as np
 import soundfile as sf
 
 from hifigan.env import AttrDict
-from hifigan.mel_config import MelConfig
 from hifigan.meldataset import audio_to_mel
 from hifigan.models import Generator
 from hifigan.utils import save_checkpoint
+from melcore.mel_config import MelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.mel_config import MelConfig
+from melcore.mel_config import MelConfig
 
 
 def tiny_config(num_mels: int = 16) -> MelConfig:
@@ -59,8 +59,7 @@ TINY_MODEL = dict(
 
 def tiny_train_args(data_dir, log_dir, **overrides) -> dict:
     """Every mel_train.py flag at its default, with a tiny model and quick intervals."""
-    from improved_diffusion.script_util import model_and_diffusion_defaults
-    from improved_diffusion.train_util import training_defaults
+    from improved_diffusion.script_util import model_and_diffusion_defaults, training_defaults
 
     args = {**model_and_diffusion_defaults(), **training_defaults(), **TINY_MODEL}
     args.update(

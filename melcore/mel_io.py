@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hifigan.errors import UserError
-from hifigan.mel_config import MelConfig
+from melcore.errors import UserError
+from melcore.mel_config import MelConfig
 
 
 def check_mel(mel: np.ndarray, config: MelConfig, source: str) -> np.ndarray:

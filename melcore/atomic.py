@@ -24,10 +24,25 @@ from typing import IO, Any
 
 import numpy as np
 
+from melcore.errors import UserError
+
 # `{pid}.{random}` (this module's temps) or mkstemp's bare 8 characters (older temps).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _TEMP_MIDDLE = re.compile(r"^(?:(\d+)\.)?[a-z0-9_]{8}$")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status). Where that file
+    is missing the umask is set and restored at once, at write time, never at import."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _process_alive(pid: int) -> bool:
@@ -76,7 +91,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     # mkstemp creates 0600; outputs get the usual permissions of a new file (0666 & ~umask).
-    os.fchmod(fd, 0o666 & ~_UMASK)
+    os.fchmod(fd, 0o666 & ~current_umask())
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -93,8 +108,6 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
 def ensure_dir(path: str | os.PathLike, flag: str = "") -> Path:
     """Create output folder `path` before any work is done, or stop with a one-line error
     (a file in the way, no permission, read-only or full file system)."""
-    from hifigan.errors import UserError
-
     path = Path(path)
     name = f"{flag} {path}" if flag else str(path)
     try:

@@ -1,7 +1,9 @@
-"""Audio in and out: read any supported file as float32 mono, resample with soxr, write WAV."""
+"""Audio in and out: read any supported file as float32 mono, resample with soxr, write WAV;
+list the audio files of a folder and the one rule that splits them into train/valid/test."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -9,8 +11,38 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from hifigan.atomic import atomic_open
-from hifigan.errors import UserError
+from melcore.atomic import atomic_open
+from melcore.errors import UserError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
+# Shares of the hash split (the rest trains); prep and vocoder training both use split_of.
+SPLIT_SHARES = {"valid": 0.1, "test": 0.1}
+
+
+def list_audio(root: str | os.PathLike) -> list[Path]:
+    """Audio files below `root`, sorted, hidden files and folders skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: input folder does not exist")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS):
+                files.append(Path(dirpath) / name)
+    return sorted(files)
+
+
+def split_of(rel_path: str, shares: dict[str, float] | None = None) -> str:
+    """train/valid/test from a hash of the file's relative POSIX path: stable across runs and
+    when files are added, and every window of one recording lands in the same split."""
+    shares = shares or SPLIT_SHARES
+    h = int.from_bytes(hashlib.sha1(rel_path.encode()).digest()[:8], "big") / 2**64
+    if h < shares["valid"]:
+        return "valid"
+    if h < shares["valid"] + shares["test"]:
+        return "test"
+    return "train"
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from melcore.process import configure_process
+
 
 class UserError(Exception):
     """Bad input, flags or files. The message names the file/flag, the problem and the fix."""
@@ -55,10 +57,15 @@ def _argparse_error(self: argparse.ArgumentParser, message: str) -> None:
 
 def cli_main(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a script's main(): user errors (UserError, argparse errors, OSError such as a full
-    disk or a file where a folder should be) become one `error: ...` line and exit status 2."""
+    disk or a file where a folder should be) become one `error: ...` line and exit status 2.
+
+    This is the one place argparse errors become one line: every parser built while main()
+    runs (argparse.ArgumentParser or a subclass) reports through UserError. The process
+    defaults (melcore.process) are applied first."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        configure_process()
         original = argparse.ArgumentParser.error
         argparse.ArgumentParser.error = _argparse_error  # one line instead of usage + error
         try:
@@ -71,10 +78,5 @@ def cli_main(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
         finally:
             argparse.ArgumentParser.error = original
-            # --trust-checkpoint holds for this one command only (matters when a script's
-            # main() is called more than once in a process, as tests do).
-            from hifigan.utils import set_trust_checkpoints
-
-            set_trust_checkpoints(False)
 
     return wrapper

@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from hifigan.errors import UserError
+from melcore.atomic import write_text
+from melcore.errors import UserError
 
 # HiFi-GAN's log floor: log(clamp(x, min=1e-5)).
 LOG_FLOOR = math.log(1e-5)
@@ -92,8 +93,6 @@ class MelConfig:
         return cls.from_json(path.read_text(), str(path))
 
     def save(self, path: str | os.PathLike) -> None:
-        from hifigan.atomic import write_text
-
         write_text(path, self.to_json())
 
     def _validated(self, source: str) -> MelConfig:
