@@ -11,7 +11,9 @@ setup(
     version="0.1.0",
     description="improved-diffusion on HiFi-GAN log-mel spectrograms, with a vendored HiFi-GAN vocoder",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["melcore*", "improved_diffusion*", "hifigan*", "datasets*", "evaluation*"]),
+    packages=find_packages(
+        include=["melcore*", "improved_diffusion*", "hifigan*", "datasets*", "evaluation*"]
+    ),
     package_data={"hifigan": ["configs/*.json"]},
     install_requires=[
         "torch==2.13.0",

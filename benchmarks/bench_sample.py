@@ -26,7 +26,6 @@ from benchmarks import common  # noqa: E402
 from benchmarks.bench_train import model_flags  # noqa: E402
 from melcore.errors import cli_main  # noqa: E402
 
-DDIM_STEPS = 50
 ANCESTRAL_STEPS = 1000
 
 
@@ -35,7 +34,11 @@ def build(flags: dict, device: str):
     import torch
 
     from improved_diffusion import fast
-    from improved_diffusion.script_util import create_model_and_diffusion, diffusion_from_args
+    from improved_diffusion.script_util import (
+        DDIM_STEPS,
+        create_model_and_diffusion,
+        diffusion_from_args,
+    )
 
     torch.manual_seed(0)
     model, ddim = create_model_and_diffusion(**{**flags, "timestep_respacing": f"ddim{DDIM_STEPS}"})
@@ -73,8 +76,7 @@ def chain_seconds_per_step(
     return wall / steps
 
 
-@cli_main
-def main(argv=None) -> None:
+def parse_args(argv=None):
     ap = common.base_parser(__doc__)
     ap.add_argument("--batches", default="", help="comma list (default: 1,32 on CUDA, 1,4 on CPU)")
     ap.add_argument(
@@ -92,7 +94,63 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--rounds", type=int, default=0, help="repeats, median kept (default: 3 CUDA, 1 CPU)"
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def settings(args, flags: dict, cuda: bool) -> dict:
+    """Frames, batches, timed steps and rounds: the flags, else the device's defaults."""
+    from improved_diffusion.script_util import DDIM_STEPS
+
+    frames = args.frames or (flags["crop_width"] if args.quick else 256 if cuda else 64)
+    batches = [
+        int(b)
+        for b in (args.batches or ("1,2" if args.quick else "1,32" if cuda else "1,4")).split(",")
+    ]
+    return {
+        "frames": frames,
+        "batches": batches,
+        "timed_steps": args.timed_steps or (2 if args.quick else DDIM_STEPS if cuda else 3),
+        "anc_steps": args.ancestral_steps or (1 if args.quick else 5 if cuda else 2),
+        "rounds": args.rounds or (3 if cuda and not args.quick else 1),
+        "reduced": not args.quick and not cuda and (frames != 256 or 32 not in batches),
+    }
+
+
+def time_batch(built, shape, batch: int, s: dict, audio_s: float, device: str) -> dict:
+    """DDIM and ancestral chain speed at one batch size, extrapolated to whole chains."""
+    from improved_diffusion.script_util import DDIM_STEPS
+
+    model, ddim_diff, anc_diff, fast_mode = built
+    ddim_t, anc_t = [], []
+    for _ in range(s["rounds"]):  # turn about, so both chains see the same machine load
+        ddim_t.append(
+            chain_seconds_per_step(
+                model, ddim_diff, fast_mode, shape, batch, s["timed_steps"], True, device
+            )
+        )
+        anc_t.append(
+            chain_seconds_per_step(
+                model, anc_diff, fast_mode, shape, batch, s["anc_steps"], False, device
+            )
+        )
+    ddim_step, anc_step = statistics.median(ddim_t), statistics.median(anc_t)
+    ddim_total, anc_total = ddim_step * DDIM_STEPS, anc_step * ANCESTRAL_STEPS
+    return {
+        "batch": batch,
+        "ddim50_seconds": ddim_total,
+        "ddim50_x_realtime": audio_s / ddim_total,
+        "ddim50_rtf": ddim_total / audio_s,
+        "ancestral1000_seconds": anc_total,
+        "ancestral1000_x_realtime": audio_s / anc_total,
+        "ratio_vs_ancestral1000": anc_total / ddim_total,
+        "ddim_step_s": ddim_step,
+        "ancestral_step_s": anc_step,
+    }
+
+
+@cli_main
+def main(argv=None) -> None:
+    args = parse_args(argv)
     device = common.pick_device(args.device)
     cuda = device.startswith("cuda")
     common.set_threads(args.threads)
@@ -100,49 +158,15 @@ def main(argv=None) -> None:
     from melcore.mel_config import MelConfig
 
     flags = model_flags(args.quick)
-    frames = args.frames or (flags["crop_width"] if args.quick else 256 if cuda else 64)
-    batches = [
-        int(b)
-        for b in (args.batches or ("1,2" if args.quick else "1,32" if cuda else "1,4")).split(",")
-    ]
-    timed_steps = args.timed_steps or (2 if args.quick else DDIM_STEPS if cuda else 3)
-    anc_steps = args.ancestral_steps or (1 if args.quick else 5 if cuda else 2)
-    rounds = args.rounds or (3 if cuda and not args.quick else 1)
-    reduced = not args.quick and not cuda and (frames != 256 or 32 not in batches)
-
+    s = settings(args, flags, cuda)
+    frames, batches, timed_steps = s["frames"], s["batches"], s["timed_steps"]
+    anc_steps, rounds, reduced = s["anc_steps"], s["rounds"], s["reduced"]
     mel = MelConfig.from_preset("16k")
     shape = (1, flags["num_mels"], frames)
     audio_s_per_note = frames * mel.hop_size / mel.sampling_rate
-    model, ddim_diff, anc_diff, fast_mode = build(flags, device)
-
-    per_batch = {}
-    for batch in batches:
-        ddim_t, anc_t = [], []
-        for _ in range(rounds):  # turn about, so both chains see the same machine load
-            ddim_t.append(
-                chain_seconds_per_step(
-                    model, ddim_diff, fast_mode, shape, batch, timed_steps, True, device
-                )
-            )
-            anc_t.append(
-                chain_seconds_per_step(
-                    model, anc_diff, fast_mode, shape, batch, anc_steps, False, device
-                )
-            )
-        ddim_step, anc_step = statistics.median(ddim_t), statistics.median(anc_t)
-        ddim_total, anc_total = ddim_step * DDIM_STEPS, anc_step * ANCESTRAL_STEPS
-        audio_s = batch * audio_s_per_note
-        per_batch[batch] = {
-            "batch": batch,
-            "ddim50_seconds": ddim_total,
-            "ddim50_x_realtime": audio_s / ddim_total,
-            "ddim50_rtf": ddim_total / audio_s,
-            "ancestral1000_seconds": anc_total,
-            "ancestral1000_x_realtime": audio_s / anc_total,
-            "ratio_vs_ancestral1000": anc_total / ddim_total,
-            "ddim_step_s": ddim_step,
-            "ancestral_step_s": anc_step,
-        }
+    built = build(flags, device)
+    per_batch = {b: time_batch(built, shape, b, s, b * audio_s_per_note, device) for b in batches}
+    fast_mode = built[3]
     first = per_batch[batches[0]]
     result = {
         "device": common.describe_device(device),

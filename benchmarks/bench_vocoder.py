@@ -98,8 +98,7 @@ def worker(args) -> None:
     )
 
 
-@cli_main
-def main(argv=None) -> None:
+def parse_args(argv=None):
     ap = common.base_parser(__doc__)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument(
@@ -118,16 +117,11 @@ def main(argv=None) -> None:
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.quick:
         args.warmup = 0
-    if args._worker:
-        worker(args)
-        return
-    variants = [v for v in args.variants.split(",") if v]
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        from melcore.errors import UserError
+    return args
 
-        raise UserError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
-    common.set_threads(args.threads)
+
+def interleaved_workers(args, variants: list[str]) -> list:
+    """One worker process per variant and mode, each with its mode's environment."""
     from improved_diffusion import fast
 
     # Each mode's process environment (libgomp reads it when torch loads).
@@ -154,7 +148,11 @@ def main(argv=None) -> None:
                 mode,
             ]
             workers.append(common.Worker(f"{v}:{mode}", argv_w, env=envs[mode]))
-    res = common.run_interleaved(workers, args.rounds)
+    return workers
+
+
+def per_variant(res: dict, variants: list[str]) -> dict:
+    """Speed of the fast mode and its ratio to the baseline, per variant."""
     out = {}
     for v in variants:
         fast_, base = res[f"{v}:fast"], res[f"{v}:baseline"]
@@ -170,6 +168,25 @@ def main(argv=None) -> None:
             "frames": fast_["frames"],
             "sampling_rate": fast_["sampling_rate"],
         }
+    return out
+
+
+@cli_main
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args._worker:
+        worker(args)
+        return
+    variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        from melcore.errors import UserError
+
+        raise UserError(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
+    common.set_threads(args.threads)
+    res = common.run_interleaved(interleaved_workers(args, variants), args.rounds)
+    out = per_variant(res, variants)
+    cuda = args.device.startswith("cuda")
     result = {
         "device": common.describe_device(args.device),
         "quick": args.quick,

@@ -270,6 +270,132 @@ def make_config(preset: str = "universal", peak_normalize: bool = True) -> MelCo
     return config if peak_normalize else dataclasses.replace(config, peak_normalize=None)
 
 
+def _check_options(options: Options, pack_dtype: str) -> None:
+    # Checked here, not per file: a bad window would otherwise reject every file one by one.
+    if not options.window_s > 0:
+        raise UserError(f"--window_s {options.window_s}: must be a positive number of seconds")
+    if options.hop_s is not None and not options.hop_s > 0:
+        raise UserError(f"--hop_s {options.hop_s}: must be a positive number of seconds")
+    if pack_dtype not in PACK_DTYPES:
+        raise UserError(f"--pack_dtype {pack_dtype!r}: choose one of {PACK_DTYPES}")
+
+
+def _prepare_output(out: Path, config: MelConfig) -> None:
+    """The output folder with its split folders and mel_config.json (which must match)."""
+    config_path = out / "mel_config.json"
+    if config_path.is_file():
+        require_match(MelConfig.load(config_path), config, str(config_path), "the requested --preset/flags")
+    ensure_dir(out, "--output")
+    for split in SPLITS:
+        (out / split).mkdir(exist_ok=True)
+    if not config_path.is_file():
+        config.save(config_path)
+
+
+@dataclasses.dataclass
+class _Results:
+    entries: list[dict]
+    rejected: list[dict]
+    stats: dict[str, Stats]
+    computed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+
+def _run_jobs(jobs: list[Job], config: MelConfig, out: Path, options: Options, workers: int,
+              desc: str, progress: bool) -> _Results:
+    """Every job through _process, in this process or a fork pool; merged results and timing."""
+    import torch
+    from tqdm import tqdm
+
+    from datasets.timing import cpu_seconds
+
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    res = _Results([], [], {})
+    workers = max(1, int(workers))
+    init = (config, str(out), options)
+    bar = tqdm(total=len(jobs), desc=desc, unit="file", disable=not progress)
+    threads = torch.get_num_threads()
+    if workers == 1:
+        _worker_init(*init)  # sets one torch thread; restored below
+        results, pool = map(_process, jobs), None
+    else:
+        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=init)
+        chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
+        results = pool.imap_unordered(_process, jobs, chunksize=chunk)
+    try:
+        for r in results:
+            bar.update(1)
+            res.entries += r["entries"]
+            res.rejected += r["rejected"]
+            res.computed += r["computed"]
+            res.skipped += r["skipped"]
+            for split, st in r["stats"].items():
+                res.stats.setdefault(split, Stats(config.num_mels)).merge(st)
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    res.seconds = time.perf_counter() - t0
+    res.cpu = cpu_seconds() - c0  # pool workers are joined, so their CPU time is counted
+    return res
+
+
+def _write_outputs(out: Path, input_dir: str | os.PathLike, config: MelConfig, res: _Results, pack: bool,
+                   pack_dtype: str, progress: bool) -> dict:
+    """manifest.jsonl, stats.json, rejected.jsonl and (with pack) packed/; returns packed frames."""
+    res.entries.sort(key=lambda e: (SPLITS.index(e["split"]), e["id"]))
+    ids = [e["id"] for e in res.entries]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"--input {input_dir}: two clips share the id {dup!r}; rename one source file")
+    res.rejected.sort(key=lambda r: r["file"])
+    total = Stats(config.num_mels)
+    for st in res.stats.values():
+        total.merge(st)
+    stats_json = {
+        **total.summary(per_bin=True),
+        "mel_min": config.mel_min,
+        "mel_max": config.mel_max,
+        "splits": {s: res.stats[s].summary() for s in SPLITS if s in res.stats},
+        # Manifest sources are relative to this folder (melcore.melset.source_roots reads it).
+        "source_root": str(Path(input_dir).resolve()),
+    }
+    write_text(out / "manifest.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in res.entries))
+    write_json(out / "stats.json", stats_json)
+    write_text(out / "rejected.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in res.rejected))
+    packed = {}
+    if pack:
+        for split in SPLITS:
+            split_entries = [e for e in res.entries if e["split"] == split]
+            if split_entries:
+                packed[split] = pack_split(out, split, split_entries, config.num_mels, pack_dtype, progress)
+    return packed
+
+
+def _summary(mode: str, files: int, res: _Results, packed: dict) -> dict:
+    n, seconds, cpu = len(res.entries), res.seconds, res.cpu
+    return {
+        "mode": mode,
+        "files": files,
+        "clips": n,
+        "computed": res.computed,
+        "skipped": res.skipped,
+        "rejected": len(res.rejected),
+        "rejected_files": res.rejected,
+        "splits": {s: sum(e["split"] == s for e in res.entries) for s in SPLITS},
+        "seconds": seconds,
+        "clips_per_s": n / seconds if seconds > 0 else float("inf"),
+        "computed_per_s": res.computed / seconds if seconds > 0 else float("inf"),
+        "cpu_seconds": cpu,
+        "clips_per_cpu_s": n / cpu if cpu > 0 else float("inf"),
+        "packed_frames": packed,
+    }
+
+
 def prepare(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -286,111 +412,17 @@ def prepare(
     Raises UserError for a missing input, a mel config that differs from the one already in
     `output_dir`, and (with strict) any rejected file, after all outputs are written.
     """
-    from tqdm import tqdm
-
     config = config or make_config()
     options = options or Options()
-    # Checked here, not per file: a bad window would otherwise reject every file one by one.
-    if not options.window_s > 0:
-        raise UserError(f"--window_s {options.window_s}: must be a positive number of seconds")
-    if options.hop_s is not None and not options.hop_s > 0:
-        raise UserError(f"--hop_s {options.hop_s}: must be a positive number of seconds")
-    if pack_dtype not in PACK_DTYPES:
-        raise UserError(f"--pack_dtype {pack_dtype!r}: choose one of {PACK_DTYPES}")
+    _check_options(options, pack_dtype)
     out = Path(output_dir)
     mode, jobs = collect_jobs(input_dir)
-    config_path = out / "mel_config.json"
-    if config_path.is_file():
-        require_match(MelConfig.load(config_path), config, str(config_path), "the requested --preset/flags")
-    ensure_dir(out, "--output")
-    for split in SPLITS:
-        (out / split).mkdir(exist_ok=True)
-    if not config_path.is_file():
-        config.save(config_path)
-
-    from datasets.timing import cpu_seconds
-
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    entries: list[dict] = []
-    rejected: list[dict] = []
-    stats: dict[str, Stats] = {}
-    computed = skipped = 0
-    workers = max(1, int(workers))
-    init = (config, str(out), options)
-    bar = tqdm(total=len(jobs), desc=f"mels ({mode})", unit="file", disable=not progress)
-    import torch
-
-    threads = torch.get_num_threads()
-    if workers == 1:
-        _worker_init(*init)  # sets one torch thread; restored below
-        results, pool = map(_process, jobs), None
-    else:
-        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=init)
-        chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
-        results = pool.imap_unordered(_process, jobs, chunksize=chunk)
-    try:
-        for r in results:
-            bar.update(1)
-            entries += r["entries"]
-            rejected += r["rejected"]
-            computed += r["computed"]
-            skipped += r["skipped"]
-            for split, st in r["stats"].items():
-                stats.setdefault(split, Stats(config.num_mels)).merge(st)
-    finally:
-        bar.close()
-        torch.set_num_threads(threads)
-        if pool is not None:
-            pool.close()
-            pool.join()
-    seconds = time.perf_counter() - t0
-    cpu = cpu_seconds() - c0  # pool workers are joined, so their CPU time is counted
-
-    entries.sort(key=lambda e: (SPLITS.index(e["split"]), e["id"]))
-    ids = [e["id"] for e in entries]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise UserError(f"--input {input_dir}: two clips share the id {dup!r}; rename one source file")
-    rejected.sort(key=lambda r: r["file"])
-    total = Stats(config.num_mels)
-    for st in stats.values():
-        total.merge(st)
-    stats_json = {
-        **total.summary(per_bin=True),
-        "mel_min": config.mel_min,
-        "mel_max": config.mel_max,
-        "splits": {s: stats[s].summary() for s in SPLITS if s in stats},
-        # Manifest sources are relative to this folder (melcore.melset.source_roots reads it).
-        "source_root": str(Path(input_dir).resolve()),
-    }
-    write_text(out / "manifest.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
-    write_json(out / "stats.json", stats_json)
-    write_text(out / "rejected.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected))
-    packed = {}
-    if pack:
-        for split in SPLITS:
-            split_entries = [e for e in entries if e["split"] == split]
-            if split_entries:
-                packed[split] = pack_split(out, split, split_entries, config.num_mels, pack_dtype, progress)
-    summary = {
-        "mode": mode,
-        "files": len(jobs),
-        "clips": len(entries),
-        "computed": computed,
-        "skipped": skipped,
-        "rejected": len(rejected),
-        "rejected_files": rejected,
-        "splits": {s: sum(e["split"] == s for e in entries) for s in SPLITS},
-        "seconds": seconds,
-        "clips_per_s": len(entries) / seconds if seconds > 0 else float("inf"),
-        "computed_per_s": computed / seconds if seconds > 0 else float("inf"),
-        "cpu_seconds": cpu,
-        "clips_per_cpu_s": len(entries) / cpu if cpu > 0 else float("inf"),
-        "packed_frames": packed,
-    }
-    if strict and rejected:
+    _prepare_output(out, config)
+    res = _run_jobs(jobs, config, out, options, workers, f"mels ({mode})", progress)
+    packed = _write_outputs(out, input_dir, config, res, pack, pack_dtype, progress)
+    if strict and res.rejected:
         raise UserError(
-            f"--strict: {len(rejected)} input file(s) rejected, first {rejected[0]['file']}: "
-            f"{rejected[0]['reason']}; see {out / 'rejected.jsonl'}"
+            f"--strict: {len(res.rejected)} input file(s) rejected, first {res.rejected[0]['file']}: "
+            f"{res.rejected[0]['reason']}; see {out / 'rejected.jsonl'}"
         )
-    return summary
+    return _summary(mode, len(jobs), res, packed)

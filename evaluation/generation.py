@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from melcore.errors import UserError
+from melcore.mel_config import MelConfig
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -168,8 +169,9 @@ def load_mel_input(path: str | os.PathLike, config, width: int) -> torch.Tensor:
 
 
 def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: list[str] | None = None,
-                 row_labels: list[str] | None = None) -> Path:
-    """A grid of log-mel images (rows x columns) as one PNG (matplotlib Agg)."""
+                 row_labels: list[str] | None = None, config: MelConfig | None = None) -> Path:
+    """A grid of log-mel images (rows x columns) as one PNG (matplotlib Agg), coloured over
+    the mel config's normalisation range (mel_min..mel_max; the default config's without one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,6 +179,7 @@ def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: 
 
     from melcore.atomic import atomic_open
 
+    config = config or MelConfig()
     nr, nc = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(nr, nc, figsize=(1.6 * nc + 0.4, 1.6 * nr + 0.3), squeeze=False)
     for i, row in enumerate(rows):
@@ -185,7 +188,8 @@ def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: 
             ax.set_xticks([])
             ax.set_yticks([])
             if j < len(row):
-                ax.imshow(row[j], origin="lower", aspect="auto", cmap="magma", vmin=-12, vmax=3)
+                ax.imshow(row[j], origin="lower", aspect="auto", cmap="magma", vmin=config.mel_min,
+                          vmax=config.mel_max)
             else:
                 ax.axis("off")
             if titles and i == 0 and j < len(titles):

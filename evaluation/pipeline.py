@@ -52,14 +52,23 @@ def spectrogram_rgb(log_mel: np.ndarray, config: MelConfig) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
-def save_spectrogram_png(path: str | os.PathLike, log_mel: np.ndarray, config: MelConfig, title: str = "") -> None:
+def save_spectrogram_png(
+    path: str | os.PathLike, log_mel: np.ndarray, config: MelConfig, title: str = ""
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(3.0, log_mel.shape[1] / 16), 3.0), dpi=100)
-    im = ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma", vmin=config.mel_min, vmax=config.mel_max)
+    im = ax.imshow(
+        log_mel,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=config.mel_min,
+        vmax=config.mel_max,
+    )
     ax.set_xlabel(f"frame (hop {config.hop_size} @ {config.sampling_rate} Hz)")
     ax.set_ylabel("mel bin")
     ax.set_title(title, fontsize=9)
@@ -70,7 +79,9 @@ def save_spectrogram_png(path: str | os.PathLike, log_mel: np.ndarray, config: M
     plt.close(fig)
 
 
-def _names_and_mels(samples: np.ndarray, config: MelConfig, start_index: int) -> tuple[list[str], list[np.ndarray]]:
+def _names_and_mels(
+    samples: np.ndarray, config: MelConfig, start_index: int
+) -> tuple[list[str], list[np.ndarray]]:
     mels = [config.denormalize(s[0]).astype(np.float32) for s in samples]
     return [f"sample_{start_index + i:05d}" for i in range(len(mels))], mels
 
@@ -101,11 +112,23 @@ def write_sample_files(
         save_npy(out_dir / f"{name}.npy", mel)
         save_spectrogram_png(out_dir / f"{name}.png", mel, config, name)
         if tensorboard is not None:
-            tensorboard.add_image(f"samples/{name}", spectrogram_rgb(mel, config), step, dataformats="HWC")
+            tensorboard.add_image(
+                f"samples/{name}", spectrogram_rgb(mel, config), step, dataformats="HWC"
+            )
     if not wav:
         return []
-    return write_sample_wavs(out_dir, samples, config, start_index=start_index, vocoder_checkpoint=vocoder_checkpoint,
-                             griffin_lim=griffin_lim, tensorboard=tensorboard, step=step, device=device, trust=trust)
+    return write_sample_wavs(
+        out_dir,
+        samples,
+        config,
+        start_index=start_index,
+        vocoder_checkpoint=vocoder_checkpoint,
+        griffin_lim=griffin_lim,
+        tensorboard=tensorboard,
+        step=step,
+        device=device,
+        trust=trust,
+    )
 
 
 def write_sample_wavs(
@@ -127,7 +150,13 @@ def write_sample_wavs(
     names, mels = _names_and_mels(samples, config, start_index)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the fallback is reported below instead
-        vocoder = vocoder_for(config, checkpoint=vocoder_checkpoint, griffin_lim=griffin_lim, device=device, trust=trust)
+        vocoder = vocoder_for(
+            config,
+            checkpoint=vocoder_checkpoint,
+            griffin_lim=griffin_lim,
+            device=device,
+            trust=trust,
+        )
     audios = vocode_batches(vocoder, mels, progress=False)
     # A Griffin-Lim file is named as such, so nobody mistakes it for the vocoder's quality.
     suffix = "_griffinlim" if vocoder.is_fallback else ""
@@ -135,7 +164,9 @@ def write_sample_wavs(
     write_json(out_dir / "vocoder.json", vocoder.describe())
     if tensorboard is not None:
         for name, y in zip(names, audios):
-            tensorboard.add_audio(f"audio/{name}", torch.as_tensor(y)[None], step, sample_rate=vocoder.sampling_rate)
+            tensorboard.add_audio(
+                f"audio/{name}", torch.as_tensor(y)[None], step, sample_rate=vocoder.sampling_rate
+            )
     label = "Griffin-Lim fallback (no matching HiFi-GAN)" if vocoder.is_fallback else vocoder.name
     return [f"WAVs written with {label}"]
 
@@ -169,24 +200,52 @@ def sample_from_checkpoint(
     stored, _ = read_args(model_path)
     overrides = dict(overrides or {})
     if overrides.get("timestep_respacing") is None:
-        overrides["timestep_respacing"] = default_respacing(int(stored.get("diffusion_steps", 1000)))
+        overrides["timestep_respacing"] = default_respacing(
+            int(stored.get("diffusion_steps", 1000))
+        )
     loaded = load_model(model_path, overrides, use_ema=use_ema, device=dist_util.dev(), trust=trust)
     shape = (loaded.args["in_channels"], loaded.args["num_mels"], loaded.args["crop_width"])
-    samples = sample_mels(loaded.model, loaded.diffusion, num_samples, shape, batch_size=batch_size,
-                          use_ddim=use_ddim, seed=seed, progress=progress, device=dist_util.dev())
+    samples = sample_mels(
+        loaded.model,
+        loaded.diffusion,
+        num_samples,
+        shape,
+        batch_size=batch_size,
+        use_ddim=use_ddim,
+        seed=seed,
+        progress=progress,
+        device=dist_util.dev(),
+    )
     out_dir = Path(out_dir)
     n, c, h, w = samples.shape
     # upstream's file: arr_0 holds the normalised samples, NCHW (images were NHWC uint8)
     with atomic_open(out_dir / f"samples_{n}x{c}x{h}x{w}.npz", "wb") as f:
         np.savez(f, arr_0=samples)
-    write_json(out_dir / "sample_info.json", {
-        "checkpoint": str(loaded.path), "step": loaded.step, "seed": seed, "num_samples": n,
-        "batch_size": batch_size, "use_ddim": use_ddim,
-        "timestep_respacing": loaded.args["timestep_respacing"],
-    })
-    notes = [f"{n} samples from {loaded.path} (step {loaded.step}, {loaded.args['timestep_respacing'] or 'all steps'})"]
-    notes += write_sample_files(out_dir, samples, loaded.mel_config, wav=wav, griffin_lim=griffin_lim,
-                                vocoder_checkpoint=vocoder_checkpoint, device=str(dist_util.dev()), trust=trust)
+    write_json(
+        out_dir / "sample_info.json",
+        {
+            "checkpoint": str(loaded.path),
+            "step": loaded.step,
+            "seed": seed,
+            "num_samples": n,
+            "batch_size": batch_size,
+            "use_ddim": use_ddim,
+            "timestep_respacing": loaded.args["timestep_respacing"],
+        },
+    )
+    notes = [
+        f"{n} samples from {loaded.path} (step {loaded.step}, {loaded.args['timestep_respacing'] or 'all steps'})"
+    ]
+    notes += write_sample_files(
+        out_dir,
+        samples,
+        loaded.mel_config,
+        wav=wav,
+        griffin_lim=griffin_lim,
+        vocoder_checkpoint=vocoder_checkpoint,
+        device=str(dist_util.dev()),
+        trust=trust,
+    )
     return samples, notes
 
 
@@ -207,8 +266,17 @@ def make_preview(
 
     def preview(step: int, model: torch.nn.Module) -> None:
         device = next(model.parameters()).device
-        mels = sample_mels(model, diffusion, count, shape, batch_size=count, use_ddim=True,
-                           seed=args["seed"], progress=False, device=device)
+        mels = sample_mels(
+            model,
+            diffusion,
+            count,
+            shape,
+            batch_size=count,
+            use_ddim=True,
+            seed=args["seed"],
+            progress=False,
+            device=device,
+        )
         out_dir = log_dir / "samples" / f"{step:06d}"
         tb = log.tensorboard()
         write_sample_files(out_dir, mels, config, wav=False, tensorboard=tb, step=step)
@@ -233,10 +301,19 @@ def check_train_args(args: dict[str, Any]) -> dict[str, Any]:
     args["log_dir"] = dist_util.broadcast_object(args["log_dir"] or default_log_dir())
     if args["use_fp16"]:
         args["precision"] = "fp16"
-    for name in ("batch_size", "max_steps", "crop_width", "num_workers", "keep_checkpoints", "val_samples"):
+    for name in (
+        "batch_size",
+        "max_steps",
+        "crop_width",
+        "num_workers",
+        "keep_checkpoints",
+        "val_samples",
+    ):
         positive = name in ("batch_size", "crop_width")
         if int(args[name]) < (1 if positive else 0):
-            raise UserError(f"--{name}: must be {'positive' if positive else '>= 0'}, got {args[name]}")
+            raise UserError(
+                f"--{name}: must be {'positive' if positive else '>= 0'}, got {args[name]}"
+            )
     fast.check_precision(args["precision"])
     return args
 
@@ -253,7 +330,12 @@ def training_mel_set(args: dict[str, Any], log_dir: Path) -> MelSet:
     config = train_set.config
     if stored_config is not None:
         # Resuming on another mel set: its mels must be the ones the model learned.
-        require_match(stored_config, config, f"{log_dir / ckpt.ARGS_FILE}", f"{args['data_dir']}/mel_config.json")
+        require_match(
+            stored_config,
+            config,
+            f"{log_dir / ckpt.ARGS_FILE}",
+            f"{args['data_dir']}/mel_config.json",
+        )
     if config.num_mels != args["num_mels"]:
         raise UserError(
             f"--num_mels {args['num_mels']}: the mel set {args['data_dir']} has {config.num_mels} mel bins; "
@@ -266,28 +348,60 @@ def _schedule_sampler(name: str, diffusion):
     try:
         return create_named_schedule_sampler(name, diffusion)
     except NotImplementedError:
-        raise UserError(f"--schedule_sampler: unknown value {name!r}; use uniform or loss-second-moment") from None
+        raise UserError(
+            f"--schedule_sampler: unknown value {name!r}; use uniform or loss-second-moment"
+        ) from None
 
 
-def build_train_loop(args: dict[str, Any], progress: bool = True) -> tuple[TrainLoop, MelConfig, logger_mod.Logger]:
+def build_train_loop(
+    args: dict[str, Any], progress: bool = True
+) -> tuple[TrainLoop, MelConfig, logger_mod.Logger]:
     """Model, diffusion, data, validation windows, logger and TrainLoop from checked flags."""
     log_dir = Path(args["log_dir"])
     train_set = training_mel_set(args, log_dir)
     config = train_set.config
     torch.manual_seed(args["seed"])  # same initial weights for the same seed
-    model, diffusion = create_model_and_diffusion(**{k: args[k] for k in model_and_diffusion_defaults()})
+    model, diffusion = create_model_and_diffusion(
+        **{k: args[k] for k in model_and_diffusion_defaults()}
+    )
     ensure_dir(log_dir, "--log_dir")
     log = logger_mod.configure(log_dir)
-    data = load_data(data_dir=args["data_dir"], batch_size=args["batch_size"], crop_width=args["crop_width"],
-                     class_cond=args["class_cond"], num_workers=args["num_workers"], seed=args["seed"],
-                     mel_config=config)
+    data = load_data(
+        data_dir=args["data_dir"],
+        batch_size=args["batch_size"],
+        crop_width=args["crop_width"],
+        class_cond=args["class_cond"],
+        num_workers=args["num_workers"],
+        seed=args["seed"],
+        mel_config=config,
+    )
     val_set = MelSet(args["data_dir"], "valid")
-    val_data = melset_windows(val_set, args["crop_width"], args["val_samples"]) if len(val_set) else None
-    log.log(f"training in {log_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-            f"{len(train_set)} training clips, {dist_util.get_world_size()} process(es)")
-    loop_flags = ("batch_size", "microbatch", "lr", "ema_rate", "log_interval", "save_interval",
-                  "resume_checkpoint", "precision", "weight_decay", "lr_anneal_steps", "max_steps",
-                  "grad_clip", "seed", "keep_checkpoints", "max_bad_steps", "val_interval", "sample_interval")
+    val_data = (
+        melset_windows(val_set, args["crop_width"], args["val_samples"]) if len(val_set) else None
+    )
+    log.log(
+        f"training in {log_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{len(train_set)} training clips, {dist_util.get_world_size()} process(es)"
+    )
+    loop_flags = (
+        "batch_size",
+        "microbatch",
+        "lr",
+        "ema_rate",
+        "log_interval",
+        "save_interval",
+        "resume_checkpoint",
+        "precision",
+        "weight_decay",
+        "lr_anneal_steps",
+        "max_steps",
+        "grad_clip",
+        "seed",
+        "keep_checkpoints",
+        "max_bad_steps",
+        "val_interval",
+        "sample_interval",
+    )
     loop = TrainLoop(
         model=model,
         diffusion=diffusion,

@@ -53,7 +53,7 @@ from melcore import dist_util
 from melcore.atomic import write_json
 from melcore.checkpoint_io import add_trust_flag, load_checkpoint
 from melcore.errors import UserError, cli_main
-from melcore.mel_config import ANALYSIS_FIELDS
+from melcore.mel_config import ANALYSIS_FIELDS, MelConfig
 
 # A resumed or fine-tuned run must keep these: they fix the generator's parameter shapes.
 ARCH_KEYS = (*GENERATOR_KEYS, "num_mels")
@@ -239,19 +239,10 @@ def _bare(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "module", module)
 
 
-def train(a: argparse.Namespace) -> dict:
-    """Run training per the flags; returns a summary (steps run, losses, validation errors)."""
-    from torch.utils.data import DataLoader
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
+def _prepare_run(a: argparse.Namespace, main_rank: bool) -> tuple[AttrDict, dict, MelConfig, Path]:
+    """The run's config, its clips, the vocoder's mel config and folder (configs written)."""
+    from hifigan.train_data import clips_from_dirs
 
-    from hifigan.train_data import AudioSegments, clips_from_dirs
-
-    # One process, or many under torchrun / mpiexec (the diffusion core's dist_util): each rank
-    # trains on its shard, gradients are averaged by DDP, only rank 0 writes and validates.
-    dist_util.setup_dist()
-    world, main_rank = dist_util.get_world_size(), dist_util.is_main()
-    device = str(dist_util.dev()) if world > 1 else a.device
     h = load_run_config(a)
     clips, set_config = clips_from_dirs(a.mel_dir, a.audio_root)
     mel_config = mel_config_from_hifigan(h, set_config)
@@ -264,12 +255,13 @@ def train(a: argparse.Namespace) -> dict:
     if main_rank:
         write_json(out / "config.json", dict(h))
         mel_config.save(out / "mel_config.json")
+    return h, clips, mel_config, out
 
-    run = Run(h, device, out, a.fine_tune_from, a.trust_checkpoint)
-    if world > 1:
-        run.distribute()
-    trainset = AudioSegments(clips["train"], h, mel_config, train=True)
-    validset = AudioSegments(clips["valid"], h, mel_config, train=False)
+
+def _loader(trainset, h: AttrDict, world: int, device: torch.device):
+    """The training DataLoader and, with several processes, its DistributedSampler."""
+    from torch.utils.data import DataLoader
+
     if len(trainset) < h.batch_size:
         raise UserError(f"--mel_dir: {len(trainset)} training clips, fewer than batch_size {h.batch_size}; lower --batch_size")
     sampler = None
@@ -278,13 +270,18 @@ def train(a: argparse.Namespace) -> dict:
 
         sampler = DistributedSampler(trainset, shuffle=True, seed=int(h.get("seed", 1234)), drop_last=True)
     loader = DataLoader(trainset, batch_size=h.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        num_workers=h.get("num_workers", 0), pin_memory=run.device.type == "cuda",
+                        num_workers=h.get("num_workers", 0), pin_memory=device.type == "cuda",
                         persistent_workers=h.get("num_workers", 0) > 0)
-    writer = SummaryWriter(str(out / "logs")) if main_rank else None
+    return loader, sampler
+
+
+def _run_epochs(run: Run, loader, sampler, validset, a: argparse.Namespace, writer, main_rank: bool) -> dict:
+    """The official loop: epochs of steps with checkpoints, summaries and validation."""
+    from tqdm import tqdm
+
     history: dict[str, list] = {"mel_spec_error": [], "gen_loss_total": [], "validation": []}
-    start_step = run.steps
     max_steps = a.max_steps if a.max_steps is not None else float("inf")
-    bar = tqdm(total=None if a.max_steps is None else max(0, a.max_steps - start_step),
+    bar = tqdm(total=None if a.max_steps is None else max(0, a.max_steps - run.steps),
                desc="hifigan", unit="step", disable=not main_rank)
     done = run.steps >= max_steps
     while not done and run.epoch < a.training_epochs:
@@ -316,6 +313,30 @@ def train(a: argparse.Namespace) -> dict:
             run.sched_d.step()
             run.epoch += 1
     bar.close()
+    return history
+
+
+def train(a: argparse.Namespace) -> dict:
+    """Run training per the flags; returns a summary (steps run, losses, validation errors)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from hifigan.train_data import AudioSegments
+
+    # One process, or many under torchrun / mpiexec (melcore.dist_util): each rank trains on
+    # its shard, gradients are averaged by DDP, only rank 0 writes and validates.
+    dist_util.setup_dist()
+    world, main_rank = dist_util.get_world_size(), dist_util.is_main()
+    device = str(dist_util.dev()) if world > 1 else a.device
+    h, clips, mel_config, out = _prepare_run(a, main_rank)
+    run = Run(h, device, out, a.fine_tune_from, a.trust_checkpoint)
+    if world > 1:
+        run.distribute()
+    trainset = AudioSegments(clips["train"], h, mel_config, train=True)
+    validset = AudioSegments(clips["valid"], h, mel_config, train=False)
+    loader, sampler = _loader(trainset, h, world, run.device)
+    writer = SummaryWriter(str(out / "logs")) if main_rank else None
+    start_step = run.steps
+    history = _run_epochs(run, loader, sampler, validset, a, writer, main_rank)
     summary = {"start_step": start_step, "last_step": run.steps, "epoch": run.epoch, "world_size": world,
                **history}
     if main_rank:

@@ -40,7 +40,9 @@ EMAS = ("foreach", "loop")
 def check_precision(precision: str) -> str:
     """`precision` if it is one of PRECISIONS, else the one --precision error."""
     if precision not in PRECISIONS:
-        raise UserError(f"--precision: unknown value {precision!r}; choose one of {list(PRECISIONS)}")
+        raise UserError(
+            f"--precision: unknown value {precision!r}; choose one of {list(PRECISIONS)}"
+        )
     return precision
 
 

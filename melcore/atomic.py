@@ -89,7 +89,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = True) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     # mkstemp creates 0600; outputs get the usual permissions of a new file (0666 & ~umask).
     os.fchmod(fd, 0o666 & ~current_umask())
     try:
@@ -113,9 +115,13 @@ def ensure_dir(path: str | os.PathLike, flag: str = "") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise UserError(f"{name}: a file is in the way (not a folder); choose another path") from None
+        raise UserError(
+            f"{name}: a file is in the way (not a folder); choose another path"
+        ) from None
     except OSError as exc:
-        raise UserError(f"{name}: cannot create the folder ({exc.strerror}); choose a writable path") from None
+        raise UserError(
+            f"{name}: cannot create the folder ({exc.strerror}); choose a writable path"
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{name}: folder is not writable; choose another path")
     return path

@@ -24,7 +24,10 @@ def add_trust_flag(parser: argparse.ArgumentParser) -> None:
     if any(TRUST_FLAG in a.option_strings for a in parser._actions):
         return
     parser.add_argument(
-        TRUST_FLAG, dest="trust_checkpoint", action="store_true", default=False,
+        TRUST_FLAG,
+        dest="trust_checkpoint",
+        action="store_true",
+        default=False,
         help="allow checkpoints that need full unpickling (can run code: only for files you trust)",
     )
 
@@ -49,7 +52,11 @@ def load_checkpoint(
     except Exception as exc:  # torch raises many types for truncated or foreign files
         text = str(exc)
         if not trust and "Unsupported global" in text:
-            what = text.split("Unsupported global:", 1)[1].split(" was not")[0].strip() if "Unsupported global:" in text else "?"
+            what = (
+                text.split("Unsupported global:", 1)[1].split(" was not")[0].strip()
+                if "Unsupported global:" in text
+                else "?"
+            )
             raise UserError(
                 f"{name}: holds Python objects beyond tensors ({what}) and unpickling them can run "
                 f"code; if you trust where the file came from, rerun with {TRUST_FLAG}"

@@ -52,7 +52,10 @@ def _mpi_env() -> tuple[int, int, int]:
     if rank == 0:
         # One host: loopback avoids depending on name resolution of the machine's hostname.
         addr = "127.0.0.1" if len(set(hosts)) == 1 else socket.gethostbyname(socket.getfqdn())
-        master = (os.environ.get("MASTER_ADDR", addr), os.environ.get("MASTER_PORT", str(_free_port())))
+        master = (
+            os.environ.get("MASTER_ADDR", addr),
+            os.environ.get("MASTER_PORT", str(_free_port())),
+        )
     else:
         master = None
     addr, port = comm.bcast(master, root=0)
@@ -138,7 +141,9 @@ def load_state_dict(path: str | os.PathLike, trust: bool = False, **kwargs):
     data = broadcast_object(data)
     if isinstance(data, UserError):
         raise data
-    return load_checkpoint(io.BytesIO(data), kwargs.get("map_location", "cpu"), source=path, trust=trust)
+    return load_checkpoint(
+        io.BytesIO(data), kwargs.get("map_location", "cpu"), source=path, trust=trust
+    )
 
 
 def sync_params(params: Iterable[torch.Tensor]) -> None:

@@ -47,7 +47,7 @@ def one_line(exc: BaseException) -> str:
     marker = f"{UserError.__module__}.{UserError.__name__}: "
     for line in reversed(lines):
         if line.startswith(marker):
-            return line[len(marker):]
+            return line[len(marker) :]
     return " ".join(lines)
 
 

@@ -89,7 +89,9 @@ class MelConfig:
         if path.is_dir():
             path = path / "mel_config.json"
         if not path.is_file():
-            raise UserError(f"{path}: missing mel_config.json (was this folder made by prep_mels.py?)")
+            raise UserError(
+                f"{path}: missing mel_config.json (was this folder made by prep_mels.py?)"
+            )
         return cls.from_json(path.read_text(), str(path))
 
     def save(self, path: str | os.PathLike) -> None:
@@ -126,7 +128,11 @@ class MelConfig:
 
     def differences(self, other: MelConfig, names: tuple[str, ...] | None = None) -> dict:
         names = names or tuple(f.name for f in fields(self) if f.name != "preset")
-        return {n: (getattr(self, n), getattr(other, n)) for n in names if getattr(self, n) != getattr(other, n)}
+        return {
+            n: (getattr(self, n), getattr(other, n))
+            for n in names
+            if getattr(self, n) != getattr(other, n)
+        }
 
 
 def require_match(

@@ -21,7 +21,9 @@ def check_mel(mel: np.ndarray, config: MelConfig, source: str) -> np.ndarray:
     if not np.issubdtype(mel.dtype, np.floating):
         raise UserError(f"{source}: mel has dtype {mel.dtype}, expected float32 log-mel")
     if mel.ndim != 2 or mel.shape[0] != config.num_mels:
-        raise UserError(f"{source}: mel has shape {tuple(mel.shape)}, expected ({config.num_mels}, frames)")
+        raise UserError(
+            f"{source}: mel has shape {tuple(mel.shape)}, expected ({config.num_mels}, frames)"
+        )
     if mel.shape[1] == 0:
         raise UserError(f"{source}: mel is empty (0 frames)")
     if not np.all(np.isfinite(mel)):
@@ -44,7 +46,9 @@ def read_mel_file(path: str | os.PathLike, config: MelConfig) -> list[tuple[str,
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 3:
-        raise UserError(f"{path}: arr_0 has shape {list(arr.shape)}, expected [N, 1, {config.num_mels}, T] or [N, {config.num_mels}, T]")
+        raise UserError(
+            f"{path}: arr_0 has shape {list(arr.shape)}, expected [N, 1, {config.num_mels}, T] or [N, {config.num_mels}, T]"
+        )
     if not np.issubdtype(arr.dtype, np.floating):
         raise UserError(f"{path}: arr_0 has dtype {arr.dtype}, expected normalised float mels")
     out = []

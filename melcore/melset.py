@@ -41,7 +41,9 @@ def read_manifest(path: Path) -> list[dict]:
     return entries
 
 
-def source_roots(mel_dir: str | os.PathLike, audio_root: str | os.PathLike | None = None) -> list[Path]:
+def source_roots(
+    mel_dir: str | os.PathLike, audio_root: str | os.PathLike | None = None
+) -> list[Path]:
     """Folders a manifest's relative `source` paths may be under, most specific first:
     the caller's `audio_root`, the input folder prep_mels.py recorded, the mel set, the cwd."""
     mel_dir = Path(mel_dir)
@@ -69,7 +71,9 @@ def resolve_source(source: str, roots: list[Path]) -> Path | None:
 class MelSet:
     """The clips of one prepared mel set, optionally restricted to one split."""
 
-    def __init__(self, root: str | os.PathLike, split: str | None = None, prefer_packed: bool = True):
+    def __init__(
+        self, root: str | os.PathLike, split: str | None = None, prefer_packed: bool = True
+    ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"{self.root}: mel set folder does not exist")
@@ -103,7 +107,9 @@ class MelSet:
             return None
         try:
             data = json.loads(path.read_text())
-            index = {i: (int(o), int(n)) for i, o, n in zip(data["ids"], data["offsets"], data["frames"])}
+            index = {
+                i: (int(o), int(n)) for i, o, n in zip(data["ids"], data["offsets"], data["frames"])
+            }
             if int(data["num_mels"]) != self.config.num_mels:
                 return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -120,9 +126,13 @@ class MelSet:
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise UserError(f"{path}: unreadable packed mels ({exc}); rerun prep_mels.py --pack") from None
+                raise UserError(
+                    f"{path}: unreadable packed mels ({exc}); rerun prep_mels.py --pack"
+                ) from None
             if arr.ndim != 2 or arr.shape[0] != self.config.num_mels:
-                raise UserError(f"{path}: packed array has shape {arr.shape}; rerun prep_mels.py --pack")
+                raise UserError(
+                    f"{path}: packed array has shape {arr.shape}; rerun prep_mels.py --pack"
+                )
             self._pack_arrays[split] = arr
         return self._pack_arrays[split]
 
@@ -147,7 +157,9 @@ class MelSet:
         if e["split"] in self._pack_index:
             offset, frames = self._pack_index[e["split"]][e["id"]]
             mel = np.ascontiguousarray(self._pack_array(e["split"])[:, offset : offset + frames])
-            return check_mel(mel, self.config, f"{self.root}/packed/{e['split']}.npy (clip {e['id']})")
+            return check_mel(
+                mel, self.config, f"{self.root}/packed/{e['split']}.npy (clip {e['id']})"
+            )
         path = self.path(index)
         try:
             mel = np.load(path, allow_pickle=False)

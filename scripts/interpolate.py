@@ -20,6 +20,7 @@ configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only th
 
 from evaluation import cli  # noqa: E402
 from evaluation.generation import interpolate, load_mel_input, mel_grid_png, write_outputs  # noqa: E402
+from improved_diffusion.script_util import default_respacing  # noqa: E402
 from melcore.atomic import write_json  # noqa: E402
 from melcore.errors import cli_main  # noqa: E402
 
@@ -27,7 +28,7 @@ from melcore.errors import cli_main  # noqa: E402
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_model_flags(p, "ddim50")
+    cli.add_model_flags(p, default_respacing(1000))
     p.add_argument("--a", required=True, help="log-mel .npy [num_mels, frames] (first crop_width frames used)")
     p.add_argument("--b", required=True)
     p.add_argument("--steps", type=int, default=5, help="points along the path, ends included")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     write_outputs(mels, names, a.out_dir, cfg, cli.vocoder(a, cfg))
     row = [cfg.denormalize(m[0].cpu().numpy()) for m in [xa[0], *mels, xb[0]]]
     titles = ["a", *(f"{float(al):.2f}" for al in alphas), "b"]
-    mel_grid_png([row], Path(a.out_dir) / "grid.png", titles)
+    mel_grid_png([row], Path(a.out_dir) / "grid.png", titles, config=cfg)
     err = [float((mels[0] - xa[0]).abs().mean()), float((mels[-1] - xb[0]).abs().mean())]
     write_json(Path(a.out_dir) / "interpolation.json", {
         "a": a.a, "b": a.b, "alphas": [float(x) for x in alphas], "files": names,

@@ -34,7 +34,7 @@ def create_argparser() -> ArgumentParser:
     p.add_argument("--griffin_lim", action="store_true", help="vocode with Griffin-Lim")
     p.add_argument("--vocoder", default=None, help="HiFi-GAN checkpoint (default: one matching the mels)")
     # Model flags are read from args.json; given here they must agree (timestep_respacing
-    # and other sampling flags may differ). Default timestep_respacing: ddim50.
+    # and other sampling flags may differ). Default timestep_respacing: script_util.default_respacing (DDIM-50).
     for k, v in model_and_diffusion_defaults().items():
         p.add_argument(f"--{k}", type=str2bool if isinstance(v, bool) else type(v), default=None)
     return p

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     names = [f"{a.mode}_{k:02d}" for k in range(a.n)]
     write_outputs(out, names, a.out_dir, cfg, cli.vocoder(a, cfg))
     row = [cfg.denormalize(v[0].cpu().numpy()) for v in [x[0], *out]]
-    mel_grid_png([row], Path(a.out_dir) / "grid.png", ["input", *names])
+    mel_grid_png([row], Path(a.out_dir) / "grid.png", ["input", *names], config=cfg)
     print(f"wrote {a.n} {a.mode} outputs and grid.png to {a.out_dir}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "improved_diffusion": ("melcore", "improved_diffusion"),
     "evaluation": ("melcore", "hifigan", "datasets", "improved_diffusion", "evaluation"),
     "scripts": ("melcore", "hifigan", "datasets", "improved_diffusion", "evaluation", "scripts"),
-    "benchmarks": ("melcore", "hifigan", "datasets", "improved_diffusion", "evaluation", "benchmarks"),
+    "benchmarks": (
+        "melcore",
+        "hifigan",
+        "datasets",
+        "improved_diffusion",
+        "evaluation",
+        "benchmarks",
+    ),
 }
 
 
@@ -71,7 +79,9 @@ def imports_of(module: str, path: Path, modules: set[str]) -> set[str]:
                 pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join([*pkg, base] if base else pkg)
             # `from a import b` imports module a.b when there is one, else a name of a.
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names
+            ]
         for t in targets:
             hit = _resolve(t, modules)
             if hit is not None and hit != module:
@@ -147,7 +157,10 @@ def test_checker_reports_a_cycle_and_an_upward_import():
         "hifigan.models": {"melcore.a"},
     }
     assert cycles(fake) == [["melcore.a", "melcore.b"]]
-    assert upward_imports(fake) == ["datasets.y -> hifigan.models", "improved_diffusion.x -> hifigan.inference"]
+    assert upward_imports(fake) == [
+        "datasets.y -> hifigan.models",
+        "improved_diffusion.x -> hifigan.inference",
+    ]
 
 
 def test_checker_resolves_function_level_and_relative_imports(tmp_path):
@@ -161,7 +174,12 @@ def test_checker_resolves_function_level_and_relative_imports(tmp_path):
 
 def test_graph_sees_the_project():
     graph = project_graph()
-    assert {"melcore.errors", "hifigan.meldataset", "improved_diffusion.train_util", "evaluation.pipeline"} <= set(graph)
+    assert {
+        "melcore.errors",
+        "hifigan.meldataset",
+        "improved_diffusion.train_util",
+        "evaluation.pipeline",
+    } <= set(graph)
     assert "melcore.errors" in graph["improved_diffusion.unet"]
 
 
@@ -191,12 +209,34 @@ print(json.dumps({"env": changed, "umask": [before[1], after[1]]}))
 """
 
 
+def probe(package: str, cwd: Path) -> dict:
+    """Import every module of `package` in a fresh interpreter (OMP_WAIT_POLICY unset, as
+    for a user who never set it): which environment variables changed, and the umask."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, package],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_probe_reports_a_package_that_changes_the_process(tmp_path):
+    (tmp_path / "noisy").mkdir()
+    (tmp_path / "noisy" / "__init__.py").write_text("")
+    (tmp_path / "noisy" / "setup.py").write_text(
+        "import os\nos.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')\nos.umask(0o077)\n"
+    )
+    result = probe("noisy", tmp_path)
+    assert result["env"] == ["OMP_WAIT_POLICY"] and result["umask"][0] != result["umask"][1]
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_importing_changes_nothing_in_the_process(package):
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
-    r = subprocess.run([sys.executable, "-c", _PROBE, package], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    result = json.loads(r.stdout.strip().splitlines()[-1])
+    result = probe(package, ROOT)
     assert result["env"] == []
     assert result["umask"][0] == result["umask"][1]
