@@ -5,7 +5,7 @@ universal_vocoder, the path scripts/vocode.py takes), V2 and V3 = hifigan/config
 config_v{2,3}_22k.json with random weights (speed does not depend on the weights).
 
 Modes: `fast` = the project's inference path (HifiganVocoder: weight norm folded,
-torch.inference_mode, OMP passive waiting on CPU as set by `import hifigan`);
+torch.inference_mode, OMP passive waiting on CPU as entry points set it, melcore.process);
 `baseline` = the generator as trained (weight norm kept, torch.no_grad), libgomp's default
 spin-waiting. Each variant x mode runs in its own process; processes are timed turn about
 so all see the same machine load.

@@ -125,3 +125,20 @@ def test_two_process_ddp_training_writes_official_checkpoints(mel_set, tmp_path)
     Generator(AttrDict(TINY)).load_state_dict(g, strict=True)
     do = load_checkpoint(scan_checkpoint(run, "do_"), "cpu")
     assert do["steps"] == 1 and not any(k.startswith("module.") for k in do["mpd"])
+
+
+def test_audio_folder_split_is_prep_s_hash_split(tmp_path):
+    from hifigan.train_data import clips_from_dirs
+    from melcore.audio import split_of
+
+    folder = tmp_path / "audio"
+    t = np.arange(1600) / 16000
+    names = [f"sub/n{i:02d}.wav" for i in range(40)]
+    for name in names:
+        write_wav(folder / name, 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    splits, config = clips_from_dirs([folder])
+    assert config is None
+    want = {s: [str(folder / n) for n in names if split_of(n) == s] for s in ("train", "valid", "test")}
+    assert [c.path for c in splits["train"]] == want["train"]
+    assert [c.path for c in splits["valid"]] == (want["valid"] or want["train"][:1])
+    assert [c.path for c in splits["test"]] == want["test"]

@@ -253,3 +253,18 @@ def test_cuda_fused_adamw_trains_and_resumes(mels, tmp_path, precision):
     a, b = (_state(tmp_path / d / "model000004.pt") for d in "ab")
     # cuDNN may pick different kernels after a restart: equal to float tolerance on GPU
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_preview_callback_gets_the_step_and_an_ema_copy(mels, tmp_path):
+    seen = []
+
+    def preview(step, model):
+        seen.append((step, model))
+
+    loop = _loop(mels, tmp_path, {}, save_interval=100, max_steps=4, sample_interval=2, preview=preview)
+    loop.run_loop()
+    assert [s for s, _ in seen] == [2, 4]
+    step4 = seen[-1][1]
+    assert step4 is not loop.model and not step4.training
+    for p, e in zip(step4.parameters(), loop.ema_params[0]):
+        assert torch.equal(p.detach(), e)
