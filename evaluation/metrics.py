@@ -77,7 +77,7 @@ def entropy_bits(counts: np.ndarray) -> float:
     if c.sum() <= 0:
         return 0.0
     p = c[c > 0] / c.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # never -0.0
 
 
 def histogram(pred: np.ndarray, n: int) -> np.ndarray:
