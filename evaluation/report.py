@@ -5,7 +5,9 @@ Each run dir is read by convention (what the other scripts write there): args.js
 samples/ (mel_sample.py: sample_*.npy/.wav), interp/ (interpolate.py), variations/
 (variations.py), zero_shot.json (eval_losses.py --zero_shot). The mel set comes from
 args.json's data_dir (or --data_dir) for stats.json and real clips; --experiments adds the
-grid table and the "what did not work" list. Every missing piece renders as "not computed".
+grid table and the "what did not work" list; --copy_synthesis a copy_synthesis.py results.json.
+Findings (evaluation.findings: a verdict per run, sentences, "what did not work") open the
+report and go to report.json beside index.html. Every missing piece renders as "not computed".
 Every name or text that comes from data or flags goes through html.escape.
 """
 
@@ -23,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from melcore.atomic import write_text
+from evaluation import findings as fnd
+from melcore.atomic import write_json, write_text
 from melcore.errors import UserError
 
 NOT_COMPUTED = '<p class="nc">not computed</p>'
@@ -197,31 +200,62 @@ def curves_section(rep: Report, runs: list[Run]) -> None:
     rep.section("Training curves", "".join(parts) or NOT_COMPUTED)
 
 
+def _row_table(m: dict, keys: list[str], pos: dict) -> list[list[Any]]:
+    rows = []
+    for k in keys:
+        e = m["scalars"][k]
+        sd = e.get("floor_sd")
+        floor = None if e.get("floor") is None else f"{_fmt(e['floor'])} ± {_fmt(sd)}"
+        rows.append([fnd.NAMES.get(k, k), e.get("generated"), floor, e.get("noise"), e.get("mean_spectrum"),
+                     pos.get(k, ""), "yes" if e.get("discriminative") else "no"])
+    return rows
+
+
 def metrics_section(rep: Report, runs: list[Run]) -> None:
-    parts, md_rows = [], []
+    parts, md = [], []
+    legacy_rows = []
+    header = ["metric", "generated", "floor ± sd", "noise", "mean spectrum", "position", "discriminative"]
     for r in runs:
         m = r.metrics
         if not isinstance(m, dict):
             parts.append(f"<h3>{escape(r.label)}</h3>{NOT_COMPUTED}")
-            md_rows.append([r.label, *(None for _ in METRIC_KEYS)])
+            legacy_rows.append([r.label, *(None for _ in METRIC_KEYS)])
             continue
-        floor = m.get("floor") or {}
-        rows = [[k, m.get(k), floor.get(k)] for k in METRIC_KEYS]
-        spec = m.get("spectral") or {}
-        fspec = floor.get("spectral") or {}
-        rows += [[f"spectral {k}", spec.get(k), fspec.get(k)] for k in sorted(spec)]
         notes = "".join(f"<li>{escape(str(n))}</li>" for n in m.get("notes") or [])
-        parts.append(f"<h3>{escape(r.label)}</h3><p>{escape(str(m.get('n', '?')))} generated clips vs "
-                     f"{escape(str(m.get('n_real', '?')))} real train clips; floor = held-out real vs the same train clips.</p>"
-                     + table(["metric", "generated vs real", "floor (real vs real)"], rows)
-                     + (f"<ul>{notes}</ul>" if notes else ""))
-        md_rows.append([r.label, *(f"{_fmt(m.get(k))} ({_fmt(floor.get(k))})" for k in METRIC_KEYS)])
+        notes = f"<ul>{notes}</ul>" if notes else ""
+        if "scalars" not in m:  # written before the reference rows existed
+            floor = m.get("floor") or {}
+            rows = [[k, m.get(k), floor.get(k)] for k in METRIC_KEYS]
+            spec, fspec = m.get("spectral") or {}, floor.get("spectral") or {}
+            rows += [[f"spectral {k}", spec.get(k), fspec.get(k)] for k in sorted(spec)]
+            parts.append(f"<h3>{escape(r.label)}</h3>" + table(["metric", "generated vs real", "floor (real vs real)"], rows)
+                         + notes)
+            legacy_rows.append([r.label, *(f"{_fmt(m.get(k))} ({_fmt(floor.get(k))})" for k in METRIC_KEYS)])
+            continue
+        pos = fnd.positions(m)
+        head = [k for k in m["scalars"] if m["scalars"][k].get("discriminative")]
+        rest = [k for k in m["scalars"] if k not in head]
+        refs = "".join(f"<li><b>{escape(k)}</b>: {escape(str(v))}</li>" for k, v in (m.get("references") or {}).items())
+        parts.append(f"<h3>{escape(r.label)}</h3><p>{escape(str(m.get('n', '?')))} generated clips; every row "
+                     f"against the same {escape(str(m.get('n_real', '?')))} real train clips.</p><ul>{refs}</ul>"
+                     + "<h4>Headline (discriminative) metrics</h4>" + (table(header, _row_table(m, head, pos)) if head else NOT_COMPUTED)
+                     + ("<h4>Not discriminative at this N (noise within the floor's spread)</h4>"
+                        + table(header, _row_table(m, rest, pos)) if rest else "") + notes)
+        md.append(f"**{r.label}** ({m.get('n')} clips; position 0 = floor, 1 = noise)\n\n"
+                  + md_table(header, _row_table(m, head, pos)) if head else f"**{r.label}**: no discriminative metric\n")
     expl = ("<p>fd: Frechet distance of the evaluation classifier's embedding (lower is better); is_pitch / "
             "is_family: Inception-style scores of its heads; pitch_entropy in bits; ndb_k: fraction of k-means "
-            "bins with a significantly different share (lower is better). Each is shown next to the real-vs-real "
-            "floor, the value the best possible model would get on this many clips.</p>")
-    rep.section("Audio metrics", expl + "".join(parts), md_table(["run", *METRIC_KEYS], md_rows) +
-                "\nValues: generated (real-vs-real floor).\n")
+            "bins with a significantly different share (lower is better); note share: clips that pass the note "
+            "check (stable partials, not broadband, smooth over time, an envelope on whole notes). Every row has "
+            "the same number of clips: floor = held-out real clips (the best a model can score at this N, with "
+            "its bootstrap standard deviation), noise and mean spectrum = the reference rows. Position = "
+            "|generated - floor| / |noise - floor|. A metric is discriminative when noise lies more than "
+            "3 floor standard deviations from the floor; only those are headline numbers.</p>")
+    body = expl + "".join(parts)
+    md_text = "\n".join(md)
+    if legacy_rows:
+        md_text += md_table(["run", *METRIC_KEYS], legacy_rows) + "\nValues: generated (real-vs-real floor).\n"
+    rep.section("Audio metrics", body, md_text)
 
 
 def _npys(folder: Path, pattern: str, limit: int) -> list[Path]:
@@ -307,11 +341,11 @@ def zero_shot_section(rep: Report, runs: list[Run]) -> None:
     rep.section("Zero-shot (trained on one set, evaluated on another)", table(header, rows), md_table(header, rows))
 
 
-def experiments_section(rep: Report, exp_dir: Path | None) -> list[str]:
+def experiments_section(rep: Report, exp_dir: Path | None) -> dict | None:
     summary = _read_json(exp_dir / "experiments.json") if exp_dir else None
     if not isinstance(summary, dict):
         rep.section("Experiments", NOT_COMPUTED, "not computed\n")
-        return []
+        return None
     from evaluation.experiments import COLUMNS
 
     rows = [[row.get(c) for c in COLUMNS] for row in summary.get("rows", [])]
@@ -320,28 +354,68 @@ def experiments_section(rep: Report, exp_dir: Path | None) -> list[str]:
             f"base flags <code>{escape(json.dumps(grid.get('base', {}), sort_keys=True))}</code></p>"
             + table(list(COLUMNS), rows))
     rep.section("Experiments", body, md_table(list(COLUMNS[:7]), [r[:7] for r in rows]))
-    return list(summary.get("did_not_work") or [])
+    return summary
 
 
-def did_not_work_section(rep: Report, runs: list[Run], notes: list[str]) -> None:
-    notes = list(notes)
+def findings_section(rep: Report, found: dict) -> None:
+    sentences = found["sentences"] or ["No run has audio metrics."]
+    body = "".join(f"<p>{escape(x)}</p>" for x in sentences) + f"<p class=\"nc\">Rule: {escape(found['verdict_rule'])}.</p>"
+    rep.section("Findings", body, "".join(f"{x}\n\n" for x in sentences) + f"Rule: {found['verdict_rule']}.\n")
+
+
+def did_not_work_section(rep: Report, runs: list[Run], found: dict) -> None:
+    notes = list(found["did_not_work"])
     for r in runs:
         m = r.metrics if isinstance(r.metrics, dict) else {}
         floor = m.get("floor") or {}
-        for k, worse in (("fd", "higher"), ("ndb_k", "higher")):
-            if m.get(k) is not None and floor.get(k) is not None and m[k] > 2 * floor[k] + 1e-9:
-                notes.append(f"{r.label}: {k} {m[k]:.3g} is far from the real-vs-real floor {floor[k]:.3g} ({worse} is worse)")
+        if "scalars" not in m:  # no noise row to compare with: the old rule of thumb
+            for k, worse in (("fd", "higher"), ("ndb_k", "higher")):
+                if m.get(k) is not None and floor.get(k) is not None and m[k] > 2 * floor[k] + 1e-9:
+                    notes.append(f"{r.label}: {k} {m[k]:.3g} is far from the real-vs-real floor {floor[k]:.3g} ({worse} is worse)")
         for w, wr in ((r.losses or {}).get("weights") or {}).items():
             splits = wr.get("splits") or {}
             tr, va = (splits.get("train") or {}).get("loss"), (splits.get("valid") or {}).get("loss")
             if isinstance(tr, float) and isinstance(va, float) and va > 1.2 * tr:
                 notes.append(f"{r.label} ({w}): valid loss {va:.4g} > 1.2x train loss {tr:.4g} (train/valid gap)")
+    found["did_not_work"] = notes
+    caveats = found.get("caveats") or []
+    extra = ("<h3>Caveats</h3><ul>" + "".join(f"<li>{escape(c)}</li>" for c in caveats) + "</ul>") if caveats else ""
     if not notes:
-        rep.section("What did not work", "<p>Nothing flagged by the automatic checks (failed runs, non-finite "
-                    "losses, metrics far above the floor, train/valid gap).</p>", "Nothing flagged.\n")
+        rep.section("What did not work", "<p>Nothing flagged by the automatic checks (failed runs, samples at the "
+                    "noise row, low note share, clipped WAVs, vocoder worse than Griffin-Lim, train/valid gap).</p>"
+                    + extra, "Nothing flagged.\n")
         return
-    rep.section("What did not work", "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>",
+    rep.section("What did not work", "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>" + extra,
                 "".join(f"- {n}\n" for n in notes))
+
+
+def wav_peaks(run: Run) -> list[float] | None:
+    """Peak |sample| of each generated WAV (None when the run has none)."""
+    sd = samples_dir(run)
+    wavs = sorted(sd.glob("sample_*.wav")) if sd else []
+    if not wavs:
+        return None
+    import soundfile as sf
+
+    peaks = []
+    for p in wavs:
+        try:
+            y, _ = sf.read(p, dtype="float32", always_2d=True)
+        except (RuntimeError, OSError):
+            continue
+        peaks.append(float(np.abs(y).max()) if y.size else 0.0)
+    return peaks
+
+
+def _copy_synthesis_results(path: str | os.PathLike | None) -> dict | None:
+    if path is None:
+        return None
+    p = Path(path)
+    p = p / "results.json" if p.is_dir() else p
+    result = _read_json(p)
+    if not isinstance(result, dict):
+        raise UserError(f"--copy_synthesis {path}: no readable results.json (written by copy_synthesis.py)")
+    return result
 
 
 # -- real clips ------------------------------------------------------------------------------------
@@ -381,6 +455,7 @@ def make_report(
     n_examples: int = 4,
     vocode_real: bool = True,
     griffin_lim: bool = False,
+    copy_synthesis_results: str | os.PathLike | None = None,
 ) -> Path:
     if not run_dirs:
         raise UserError("give at least one run dir")
@@ -404,6 +479,11 @@ def make_report(
     if vocode_real:
         copy_wavs = copy_synthesis(real, runs[0].mel_config, out / "assets", griffin_lim)
     title = "mel-diffusion report: " + ", ".join(r.label for r in runs)
+    exp_summary = _read_json(Path(experiments) / "experiments.json") if experiments else None
+    found = fnd.report_findings([(r.label, r.metrics, wav_peaks(r)) for r in runs],
+                                _copy_synthesis_results(copy_synthesis_results),
+                                exp_summary if isinstance(exp_summary, dict) else None)
+    findings_section(rep, found)
     setup_section(rep, runs)
     data_section(rep, data)
     losses_section(rep, runs)
@@ -413,8 +493,8 @@ def make_report(
     audio_section(rep, runs, real, real_wavs, copy_wavs, n_examples)
     interpolation_section(rep, runs)
     zero_shot_section(rep, runs)
-    notes = experiments_section(rep, Path(experiments) if experiments else None)
-    did_not_work_section(rep, runs, notes)
+    experiments_section(rep, Path(experiments) if experiments else None)
+    did_not_work_section(rep, runs, found)
     css = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;"
            "margin:.5em 0;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
            ".nc{color:#999;font-style:italic}figure.clip{display:inline-block;margin:4px}figcaption{font-size:11px}")
@@ -422,4 +502,5 @@ def make_report(
             f"<style>{css}</style></head><body><h1>{escape(title)}</h1>" + "".join(rep.html) + "</body></html>\n")
     write_text(out / "index.html", html)
     write_text(out / "report.md", f"# {title}\n\n" + "\n".join(rep.md))
+    write_json(out / "report.json", found)
     return out / "index.html"

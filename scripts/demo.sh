@@ -28,9 +28,9 @@ OMP_NUM_THREADS=2 $PY scripts/mel_train.py --data_dir "$OUT/mels" --log_dir "$RU
   --learn_sigma True --save_interval 200 --keep_checkpoints 2 --val_interval 200 --val_samples 16 \
   --sample_interval 0 --log_interval 50 --num_workers 1 --seed 0
 
-step "4/9 sample 8 spectrograms of 128 frames (DDIM 50) and vocode them with the pretrained HiFi-GAN"
-$PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples 8 \
-  --batch_size 8 --crop_width 128 --seed 0
+step "4/9 sample 64 spectrograms of 128 frames (DDIM 50) and vocode them with the pretrained HiFi-GAN"
+$PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples 64 \
+  --batch_size 16 --crop_width 128 --seed 0
 
 step "5/9 losses and bits/dim per split (raw and EMA weights)"
 $PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1

@@ -4,6 +4,7 @@
   python scripts/make_report.py runs/demo/run --experiments runs/demo/experiments --out runs/demo/report
 Reads what the other scripts leave in each run dir (losses.json, metrics.json, samples/,
 interp/, variations/, zero_shot.json, progress.csv); anything missing shows "not computed".
+The findings (a verdict per run and "what did not work") also go to report.json.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--examples", type=int, default=4, help="clips per row")
     p.add_argument("--no_copy_synthesis", action="store_true", help="do not vocode real mels")
     p.add_argument("--griffin_lim", action="store_true", help="copy-synthesis with Griffin-Lim")
+    p.add_argument("--copy_synthesis", default=None,
+                   help="results.json (or its folder) of copy_synthesis.py: flags a vocoder worse than Griffin-Lim")
     a = p.parse_args(argv)
     index = make_report(a.run_dirs, a.out, a.data_dir, a.experiments, a.audio_root, a.examples,
-                        vocode_real=not a.no_copy_synthesis, griffin_lim=a.griffin_lim)
-    print(f"wrote {index} and {index.parent / 'report.md'}")
+                        vocode_real=not a.no_copy_synthesis, griffin_lim=a.griffin_lim,
+                        copy_synthesis_results=a.copy_synthesis)
+    print(f"wrote {index}, {index.parent / 'report.md'} and {index.parent / 'report.json'}")
 
 
 if __name__ == "__main__":

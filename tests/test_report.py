@@ -114,3 +114,41 @@ def test_page_loads_in_headless_chromium(report, tmp_path):
     bad = [line for line in r.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
     assert not bad, bad
     assert "ERR_FILE_NOT_FOUND" not in r.stderr
+
+
+def test_findings_verdict_and_report_json(tmp_path):
+    import json
+
+    from evaluation.metrics import SCALARS
+
+    mels = make_melset(tmp_path / "mels", {"train": 4, "valid": 3}, frames=20, config=SMALL)
+    run = make_tiny_run(tmp_path / "run", data_dir=str(mels))
+    rows = {"generated": 9.0, "floor": 1.0, "noise": 10.0, "mean_spectrum": 6.0}
+    scalars = {k: {**rows, "floor_sd": 0.2, "discriminative": k != "flatness"} for k in SCALARS}
+    scalars["note_share"].update(generated=0.0, floor=63 / 64, noise=0.0, floor_sd=0.02)  # position 1
+    note_check = {"n": 64, "notes": 0, "note_share": 0.0, "reasons": {"jittery": 64}}
+    write_json(run / "metrics.json", {
+        "n": 64, "n_real": 64, "fd": 9.0, "note_share": 0.0, "note_check": note_check, "scalars": scalars,
+        "headline": [k for k in SCALARS if k != "flatness"], "notes": [],
+        "references": {"noise": "uniform", "mean_spectrum": "mean"},
+        "floor": {"n": 64, "note_check": {"n": 64, "notes": 63}}, "noise": {"note_check": {"n": 64, "notes": 0}},
+        "mean_spectrum": {"note_check": {"n": 64, "notes": 0}}})
+    rng = np.random.default_rng(0)
+    samples = make_sample_dir(run / "samples", [toy_mel(50, 0, rng, 16, num_mels=16)], SMALL)
+    write_wav(samples / "sample_00000.wav", np.ones(1600, np.float32), 16000)
+    write_json(tmp_path / "cs.json", {"notes": 2, "summary": {"universal": {"mel_l1": 2.0},
+                                                               "griffin-lim": {"mel_l1": 1.0}}})
+    out = tmp_path / "out"
+    make_report([run], out, vocode_real=False, copy_synthesis_results=tmp_path / "cs.json")
+    found = json.loads((out / "report.json").read_text())
+    assert found["verdicts"] == {"run": "near noise"}
+    assert found["runs"][0]["median_position"] == pytest.approx(8 / 9)
+    assert found["runs"][0]["positions"]["note_share"] == pytest.approx(1.0)
+    md = (out / "report.md").read_text()
+    assert "run: The samples are near noise" in md and "0 of 64 samples pass the note check (real: 63/64" in md
+    dnw = md.split("## What did not work")[1]
+    for text in ("sit at the noise row", "only 0 of 64 samples pass", "1 of 1 generated WAVs clip",
+                 "universal is worse than Griffin-Lim"):
+        assert text in dnw
+    html = (out / "index.html").read_text()
+    assert "Not discriminative at this N" in html and "spectral flatness" in html

@@ -1,0 +1,229 @@
+"""Findings written from the numbers: a verdict per run and the "what did not work" list.
+
+Pure functions on what the other steps wrote (metrics.json, WAV peaks, copy-synthesis
+results.json, experiments.json); the report turns them into prose and report.json.
+
+Verdict rule (VERDICT_RULE): on every discriminative metric (see evaluation.metrics; the
+note share is one of them when noise fails the note check and real clips pass), the samples'
+position is |generated - floor| / |noise - floor|: 0 at the real-vs-real floor, 1 at noise,
+capped at 1. The median position decides: below NEAR_FLOOR "near floor", above NEAR_NOISE
+"near noise", otherwise "between". No discriminative metric: no verdict.
+"""
+
+from __future__ import annotations
+
+import math
+
+NEAR_FLOOR = 0.25
+NEAR_NOISE = 0.75
+CLIP_PEAK = 0.999  # a WAV whose peak reaches this is counted as clipped
+LOW_NOTE_SHARE = 0.5  # flagged when the samples' note share is below this x the floor's
+VERDICT_RULE = (
+    "position = |generated - floor| / |noise - floor| on each discriminative metric (0 = the real-vs-real "
+    f"floor, 1 = noise, capped at 1); median position < {NEAR_FLOOR}: near floor, > {NEAR_NOISE}: near "
+    "noise, otherwise between"
+)
+NAMES = {
+    "fd": "FD",
+    "is_pitch": "IS (pitch)",
+    "is_family": "IS (family)",
+    "pitch_entropy": "pitch entropy",
+    "family_tv": "family TV",
+    "ndb_k": "NDB/K",
+    "bin_mean_rmse": "per-bin mean RMSE",
+    "bin_std_rmse": "per-bin std RMSE",
+    "centroid_hz": "spectral centroid",
+    "flatness": "spectral flatness",
+    "note_share": "note share",
+}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def positions(metrics: dict) -> dict[str, float]:
+    """Position between floor (0) and noise (1) of every discriminative metric (uncapped)."""
+    out = {}
+    for key, e in (metrics.get("scalars") or {}).items():
+        g, f, n = e.get("generated"), e.get("floor"), e.get("noise")
+        if e.get("discriminative") and _finite(g) and _finite(f) and _finite(n) and n != f:
+            out[key] = abs(g - f) / abs(n - f)
+    return out
+
+
+def verdict(metrics: dict) -> dict:
+    """{'verdict': 'near floor' | 'between' | 'near noise' | None, 'median_position', 'positions', 'rule'}."""
+    pos = positions(metrics)
+    if not pos:
+        return {
+            "verdict": None,
+            "median_position": None,
+            "positions": {},
+            "rule": VERDICT_RULE,
+            "reason": "no discriminative metric (no floor or noise row, or noise scores within the floor)",
+        }
+    capped = sorted(min(p, 1.0) for p in pos.values())
+    mid = len(capped) // 2
+    median = capped[mid] if len(capped) % 2 else 0.5 * (capped[mid - 1] + capped[mid])
+    word = (
+        "near floor" if median < NEAR_FLOOR else "near noise" if median > NEAR_NOISE else "between"
+    )
+    return {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
+
+
+def _count(row: dict | None) -> str | None:
+    nc = (row or {}).get("note_check") or {}
+    if not nc.get("n"):
+        return None
+    return f"{nc['notes']}/{nc['n']}"
+
+
+def verdict_sentence(metrics: dict, v: dict) -> str:
+    """'The samples are near noise: ...' from one run's metrics and its verdict."""
+    pos = v["positions"]
+    gen_nc = metrics.get("note_check") or {}
+    notes = ""
+    if gen_nc.get("n"):
+        refs = ", ".join(
+            f"{label}: {c}"
+            for label, c in (
+                ("real", _count(metrics.get("floor"))),
+                ("noise", _count(metrics.get("noise"))),
+                ("mean spectrum", _count(metrics.get("mean_spectrum"))),
+            )
+            if c is not None
+        )
+        notes = f"; {gen_nc['notes']} of {gen_nc['n']} samples pass the note check" + (
+            f" ({refs})" if refs else ""
+        )
+    if v["verdict"] is None:
+        return f"No verdict: {v['reason']}{notes}."
+    parts = ", ".join(
+        f"{NAMES.get(k, k)} {p:.2f}" for k, p in sorted(pos.items(), key=lambda kv: -kv[1])
+    )
+    return (
+        f"The samples are {v['verdict']}: on the {len(pos)} discriminative metrics their median position is "
+        f"{v['median_position']:.2f} of the way from the real-vs-real floor (0) to noise (1) ({parts}){notes}."
+    )
+
+
+def non_discriminative(metrics: dict) -> list[str]:
+    return [k for k, e in (metrics.get("scalars") or {}).items() if not e.get("discriminative")]
+
+
+def run_findings(label: str, metrics: dict | None, wav_peaks: list[float] | None = None) -> dict:
+    """Verdict, sentences and 'did not work' items of one run."""
+    out: dict = {"run": label, "verdict": None, "sentences": [], "did_not_work": [], "caveats": []}
+    peaks = [p for p in (wav_peaks or []) if _finite(p)]
+    clipped = sum(p >= CLIP_PEAK for p in peaks)
+    if peaks:
+        out["wavs"] = {"n": len(peaks), "clipped": clipped, "max_peak": max(peaks)}
+        if clipped:
+            out["did_not_work"].append(
+                f"{label}: {clipped} of {len(peaks)} generated WAVs clip (peak >= {CLIP_PEAK})"
+            )
+    if not isinstance(metrics, dict):
+        out["sentences"].append(f"{label}: audio metrics not computed.")
+        return out
+    if "scalars" not in metrics:
+        out["caveats"].append(
+            f"{label}: metrics.json has no noise/mean-spectrum rows (written by an older "
+            "audio_metrics.py): no verdict"
+        )
+        return out
+    v = verdict(metrics)
+    out.update(
+        verdict=v["verdict"],
+        median_position=v["median_position"],
+        positions=v["positions"],
+        rule=v["rule"],
+    )
+    out["sentences"].append(f"{label}: {verdict_sentence(metrics, v)}")
+    out["headline"] = list(metrics.get("headline") or [])
+    at_noise = [k for k, p in v["positions"].items() if p >= NEAR_NOISE]
+    if at_noise:
+        out["did_not_work"].append(
+            f"{label}: the samples sit at the noise row on "
+            + ", ".join(
+                f"{NAMES.get(k, k)} ({v['positions'][k]:.2f} of the way from floor to noise)"
+                for k in at_noise
+            )
+        )
+    sc = metrics["scalars"].get("note_share") or {}
+    g, f = sc.get("generated"), sc.get("floor")
+    nc = metrics.get("note_check") or {}
+    if _finite(g) and _finite(f) and g < LOW_NOTE_SHARE * f:
+        why = ", ".join(
+            f"{k} {n}" for k, n in sorted((nc.get("reasons") or {}).items(), key=lambda kv: -kv[1])
+        )
+        out["did_not_work"].append(
+            f"{label}: only {nc.get('notes')} of {nc.get('n')} samples pass the note check (real held-out: "
+            f"{_count(metrics.get('floor'))})" + (f"; failures: {why}" if why else "")
+        )
+    nd = non_discriminative(metrics)
+    if nd:
+        out["caveats"].append(
+            f"{label}: not discriminative at N = {metrics.get('n')} (noise within the floor's "
+            f"spread), so not headline numbers: " + ", ".join(NAMES.get(k, k) for k in nd)
+        )
+    out["caveats"] += [f"{label}: {n}" for n in metrics.get("notes") or []]
+    return out
+
+
+def copy_synthesis_findings(results: dict | None) -> list[str]:
+    """The pretrained vocoder against Griffin-Lim on copy-synthesis (results.json of copy_synthesis.py)."""
+    summary = (results or {}).get("summary") or {}
+    gl = summary.get("griffin-lim")
+    out = []
+    if not isinstance(gl, dict):
+        return out
+    for name, s in summary.items():
+        if name == "griffin-lim" or not isinstance(s, dict):
+            continue
+        worse = [
+            k
+            for k in ("mel_l1", "spectral_convergence", "log_mag_l1")
+            if _finite(s.get(k)) and _finite(gl.get(k)) and s[k] > gl[k]
+        ]
+        if worse:
+            out.append(
+                f"vocoder copy-synthesis: {name} is worse than Griffin-Lim on "
+                + ", ".join(f"{k} ({s[k]:.3g} vs {gl[k]:.3g})" for k in worse)
+                + f" over {results.get('notes')} notes"
+            )
+    return out
+
+
+def experiment_findings(summary: dict | None) -> list[str]:
+    """Failed or diverged runs and losing arms, as experiments.json lists them (plus any failure it omits)."""
+    if not isinstance(summary, dict):
+        return []
+    out = [str(n) for n in summary.get("did_not_work") or []]
+    for name, r in (summary.get("runs") or {}).items():
+        if (
+            isinstance(r, dict)
+            and r.get("status") not in (None, "ok")
+            and not any(o.startswith(f"{name}:") for o in out)
+        ):
+            out.append(f"{name}: {r.get('status')} ({r.get('error', 'no error recorded')})")
+    return out
+
+
+def report_findings(
+    runs: list[tuple[str, dict | None, list[float] | None]],
+    copy_synthesis: dict | None = None,
+    experiments: dict | None = None,
+) -> dict:
+    """Everything report.json carries: per-run verdicts and sentences, and the 'what did not work' list."""
+    per_run = [run_findings(label, m, peaks) for label, m, peaks in runs]
+    did_not_work = [x for r in per_run for x in r["did_not_work"]]
+    did_not_work += copy_synthesis_findings(copy_synthesis) + experiment_findings(experiments)
+    return {
+        "verdict_rule": VERDICT_RULE,
+        "runs": per_run,
+        "verdicts": {r["run"]: r["verdict"] for r in per_run},
+        "sentences": [s for r in per_run for s in r["sentences"]],
+        "did_not_work": did_not_work,
+        "caveats": [c for r in per_run for c in r["caveats"]],
+    }

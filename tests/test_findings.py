@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+from eval_helpers import make_melset, make_sample_dir, note_mel
+
+from evaluation import findings, metrics
+from evaluation.classifier import ClassifierConfig, save_classifier, train_classifier
+from evaluation.mels import load_melset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+N = metrics.DEFAULT_N
+PITCHES = (30, 45, 60, 75, 90)
+FAMILIES = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """Metrics at the default N for three known cases against one real set and classifier."""
+    root = tmp_path_factory.mktemp("known")
+    mels = make_melset(
+        root / "mels",
+        {"train": N, "valid": N // 2, "test": N // 2},
+        pitches=PITCHES,
+        families=FAMILIES,
+        frames=96,
+        make=note_mel,
+    )
+    train = load_melset(mels, "train")
+    model = train_classifier(
+        train.mels,
+        train.labels,
+        train.config,
+        ClassifierConfig(channels=8),
+        max_steps=30,
+        batch_size=16,
+    )
+    save_classifier(root / "clf", model, train.config, {})
+    held = load_melset(mels, "valid").mels + load_melset(mels, "test").mels
+    stack = np.concatenate(train.mels, axis=1)
+    rng = np.random.default_rng(11)
+    cases = {
+        "identical": held,  # generated = the held-out real clips
+        "noise": [rng.uniform(stack.min(), stack.max(), stack[:, :96].shape) for _ in range(N)],
+        "mean_spectrum": [np.repeat(stack.mean(1, keepdims=True), 96, axis=1) for _ in range(N)],
+    }
+    out = {}
+    for name, clips in cases.items():
+        folder = make_sample_dir(root / name, [c.astype(np.float32) for c in clips])
+        out[name] = metrics.run_audio_metrics(str(mels), str(folder), str(root / "clf"))
+    return out
+
+
+def test_known_cases_rank_in_order_at_default_n(known):
+    real, noise, mean = known["identical"], known["noise"], known["mean_spectrum"]
+    for m in known.values():
+        assert (
+            m["n"] == N
+            and m["floor"]["n"] == N
+            and m["noise"]["n"] == N
+            and m["mean_spectrum"]["n"] == N
+        )
+    # The metrics that decide are discriminative at this N: noise is far off the floor.
+    assert {"fd", "ndb_k", "note_share"} <= set(real["headline"])
+    v = {name: findings.verdict(m) for name, m in known.items()}
+    assert v["identical"]["verdict"] == "near floor" and v["noise"]["verdict"] == "near noise"
+    assert v["identical"]["median_position"] < v["mean_spectrum"]["median_position"]
+    assert v["identical"]["median_position"] <= v["noise"]["median_position"]
+    # FD: real at the floor, both references far above it.
+    assert real["fd"] < 3 * real["floor"]["fd"] + 1.0 < min(noise["fd"], mean["fd"])
+    # Note check: real clips pass, neither reference does.
+    assert real["note_share"] >= 0.95 and real["floor"]["note_share"] >= 0.95
+    assert noise["note_share"] == 0.0 and mean["note_share"] == 0.0
+    assert mean["note_check"]["reasons"].get("frozen") == N
+    # The reference rows are the same whatever was generated.
+    assert real["noise"]["fd"] == pytest.approx(noise["noise"]["fd"])
+
+
+def test_verdict_sentences_and_did_not_work(known):
+    f = findings.report_findings([(name, m, None) for name, m in known.items()])
+    assert f["verdicts"] == {
+        "identical": "near floor",
+        "noise": "near noise",
+        "mean_spectrum": "near noise",
+    }
+    real_sentence = f["sentences"][0]
+    assert real_sentence.startswith("identical: The samples are near floor:")
+    assert f"{N} of {N} samples pass the note check (real: {N}/{N}, noise: 0/{N}" in real_sentence
+    assert "of the way from the real-vs-real floor (0) to noise (1)" in f["sentences"][1]
+    dnw = " ".join(f["did_not_work"])
+    assert "noise: the samples sit at the noise row on" in dnw and "FD" in dnw
+    assert f"noise: only 0 of {N} samples pass the note check" in dnw
+    assert "identical" not in dnw
+
+
+def _metrics(gen, floor, noise, sd=0.1, **extra):
+    scalars = {
+        k: {
+            "generated": gen,
+            "floor": floor,
+            "noise": noise,
+            "floor_sd": sd,
+            "discriminative": abs(noise - floor) > 3 * sd,
+        }
+        for k in ("fd", "ndb_k")
+    }
+    return {"n": 64, "scalars": scalars, **extra}
+
+
+def test_verdict_rule_on_positions():
+    assert findings.verdict(_metrics(1.0, 0.0, 10.0))["verdict"] == "near floor"
+    assert findings.verdict(_metrics(5.0, 0.0, 10.0))["verdict"] == "between"
+    assert findings.verdict(_metrics(9.0, 0.0, 10.0))["verdict"] == "near noise"
+    v = findings.verdict(_metrics(30.0, 0.0, 10.0))  # beyond noise: capped at 1 for the median
+    assert v["verdict"] == "near noise" and v["positions"]["fd"] == pytest.approx(3.0)
+    # Noise within the floor's spread: not discriminative, so no verdict and a caveat.
+    m = _metrics(5.0, 1.0, 1.2, sd=0.5)
+    assert findings.verdict(m)["verdict"] is None
+    r = findings.run_findings("r", m)
+    assert r["verdict"] is None and "not discriminative" in r["caveats"][0]
+
+
+def test_clipped_wavs_copy_synthesis_and_experiments():
+    r = findings.run_findings("demo", None, wav_peaks=[1.0, 0.5, 0.9995])
+    assert r["wavs"] == {"n": 3, "clipped": 2, "max_peak": 1.0}
+    assert r["did_not_work"] == ["demo: 2 of 3 generated WAVs clip (peak >= 0.999)"]
+    cs = {
+        "notes": 4,
+        "summary": {
+            "universal": {"mel_l1": 0.9, "log_mag_l1": 0.5},
+            "griffin-lim": {"mel_l1": 0.4, "log_mag_l1": 0.7},
+        },
+    }
+    assert findings.copy_synthesis_findings(cs) == [
+        "vocoder copy-synthesis: universal is worse than Griffin-Lim on mel_l1 (0.9 vs 0.4) over 4 notes"
+    ]
+    assert findings.copy_synthesis_findings({"summary": {"universal": {"mel_l1": 0.1}}}) == []
+    exp = {
+        "did_not_work": ["a: failed (boom)"],
+        "runs": {"a": {"status": "failed"}, "b": {"status": "diverged", "error": "nan loss"}},
+    }
+    assert findings.experiment_findings(exp) == ["a: failed (boom)", "b: diverged (nan loss)"]
+    assert findings.report_findings([], cs, exp)["did_not_work"][0].startswith(
+        "vocoder copy-synthesis"
+    )

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from evaluation import notecheck
+from evaluation.mels import fixed_crops, load_melset
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """The embedded tiny set (60 notes, 11 families), rendered and prepared as the demo does."""
+    from datasets import nsynth_gm
+    from datasets.prep import prepare
+
+    root = tmp_path_factory.mktemp("notecheck")
+    nsynth_gm.build(root / "data", "tiny", seed=0, workers=1, progress=False)
+    prepare(root / "data", root / "mels", workers=1, progress=False)
+    return load_melset(root / "mels")
+
+
+def share(mels):
+    return notecheck.note_share(mels)
+
+
+def test_real_notes_pass_including_percussive_families(real):
+    assert len(real) >= 50
+    checks = notecheck.check_notes(real.mels)
+    assert share(real.mels) >= 0.95, [
+        (n, c.reasons) for n, c in zip(real.names, checks) if not c.is_note
+    ]
+    for family in ("mallet", "keyboard", "guitar"):
+        assert all(c.is_note for n, c in zip(real.names, checks) if n.startswith(family))
+    # Crops of the length the demo samples are notes too (the envelope is checked on whole notes only).
+    assert share(list(fixed_crops(real.mels, 128, seed=1))) >= 0.95
+    c = checks[0]
+    assert (
+        c.frames == 344 and c.stable_partials >= 3 and 0 < c.roughness < 0.3 and c.level_range > 4
+    )
+
+
+def test_noise_and_noise_like_fail(real):
+    rng = np.random.default_rng(0)
+    stack = np.concatenate(real.mels, axis=1)
+    lo, hi = stack.min(), stack.max()
+    shape = real.mels[0].shape
+    p1, p99 = np.percentile(stack, 1, axis=1)[:, None], np.percentile(stack, 99, axis=1)[:, None]
+    mean = stack.mean(axis=1, keepdims=True)
+
+    def smoothed(sigma):
+        z = gaussian_filter(rng.standard_normal(shape), sigma)
+        return np.clip(stack.mean() + stack.std() * (z - z.mean()) / z.std(), lo, hi)
+
+    def salt_and_pepper(m):
+        m = m.copy()
+        hit = rng.random(m.shape) < 0.2
+        m[hit] = rng.uniform(lo, hi, hit.sum())
+        return m
+
+    from hifigan.meldataset import audio_to_mel
+
+    cases = {
+        "uniform": [rng.uniform(lo, hi, shape) for _ in range(16)],
+        "uniform per bin": [rng.uniform(p1, p99, shape) for _ in range(16)],
+        "gaussian": [
+            np.clip(rng.normal(stack.mean(), stack.std(), shape), lo, hi) for _ in range(16)
+        ],
+        "mean repeated": [np.repeat(mean, shape[1], axis=1), np.repeat(mean, 128, axis=1)],
+        "mean + frame jitter": [mean + rng.normal(0, 0.5, shape) for _ in range(8)],
+        "mean + frame gain jitter": [mean + rng.normal(0, 1.0, (1, shape[1])) for _ in range(8)],
+        "smoothed noise": [
+            smoothed(s) for s in ((1, 1), (2, 4), (3, 8), (1, 16)) for _ in range(4)
+        ],
+        "white-noise audio": [
+            audio_to_mel(rng.normal(0, 0.1, 64000).astype(np.float32), real.config)
+            for _ in range(4)
+        ],
+        "salt and pepper": [salt_and_pepper(m) for m in real.mels[:8]],
+        "real + 1 nat noise": [m + rng.normal(0, 1.0, m.shape) for m in real.mels[:8]],
+        "silence": [np.full(shape, notecheck.FLOOR)],
+    }
+    for name, mels in cases.items():
+        assert share(mels) == 0.0, name
+    reasons = notecheck.summarize(notecheck.check_notes(cases["white-noise audio"]))["reasons"]
+    assert reasons.get("broadband") == 4
+    assert "frozen" in notecheck.check_note(cases["mean repeated"][1]).reasons[0]
+    assert "silent" in notecheck.check_note(cases["silence"][0]).reasons[0]
+
+
+def test_shapes_and_summary():
+    assert np.isnan(notecheck.note_share([]))
+    with pytest.raises(ValueError):
+        notecheck.check_note(np.zeros(5))
+    # A channel axis of 1 is accepted; a constant (flat, still) mel fails four ways.
+    s = notecheck.summarize(notecheck.check_notes([np.zeros((1, 80, 300))]))
+    assert (
+        s["n"] == 1
+        and s["notes"] == 0
+        and s["reasons"] == {"broadband": 1, "frozen": 1, "no stable partial": 1, "no envelope": 1}
+    )
