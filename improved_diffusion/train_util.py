@@ -73,6 +73,8 @@ class TrainLoop:
         logger: logger_mod.Logger | None = None,
         progress: bool = True,
         speed_mode: fast.SpeedMode | None = None,
+        lr_warmup_steps: int = 0,
+        ema_warmup: bool = False,
     ):
         if use_fp16:
             precision = "fp16"  # upstream's flag
@@ -96,6 +98,8 @@ class TrainLoop:
         self.schedule_sampler = schedule_sampler or UniformSampler(diffusion)
         self.weight_decay = weight_decay
         self.lr_anneal_steps = lr_anneal_steps
+        self.lr_warmup_steps = lr_warmup_steps
+        self.ema_warmup = ema_warmup
         self.max_steps = max_steps or lr_anneal_steps
         self.grad_clip = grad_clip
         self.seed = seed
@@ -339,7 +343,7 @@ class TrainLoop:
             self.bad_steps = 0
             self.log.logkv_mean("grad_norm", grad_norm)
             for rate, ema in zip(self.ema_rate, self.ema_params):
-                fast.update_ema(ema, self.params, rate, self.speed_mode)
+                fast.update_ema(ema, self.params, self._ema_decay(rate), self.speed_mode)
             return
         self.bad_steps += 1
         self.log.logkv_mean("skipped_steps", 1.0)
@@ -352,12 +356,23 @@ class TrainLoop:
                 "lower --lr, set --grad_clip 1.0 or use --precision fp32"
             )
 
+    def _ema_decay(self, rate: float) -> float:
+        """With --ema_warmup the average starts short ((1 + n) / (10 + n) after n steps) and
+        grows to `rate`, so early weights (random ones) stop dominating a short run's EMA."""
+        if not self.ema_warmup:
+            return rate
+        return min(rate, (1 + self.step) / (10 + self.step))
+
     def _anneal_lr(self) -> None:
-        if not self.lr_anneal_steps:
+        if not (self.lr_anneal_steps or self.lr_warmup_steps):
             return
-        frac_done = self.step / self.lr_anneal_steps
+        lr = self.lr
+        if self.lr_anneal_steps:
+            lr *= 1 - self.step / self.lr_anneal_steps
+        if self.lr_warmup_steps:
+            lr *= min(1.0, (self.step + 1) / self.lr_warmup_steps)
         for group in self.opt.param_groups:
-            group["lr"] = self.lr * (1 - frac_done)
+            group["lr"] = lr
 
     # -- checkpoints -----------------------------------------------------------------------------
     def params_to_state_dict(self, params: list[torch.Tensor]) -> dict:
@@ -503,6 +518,8 @@ def training_defaults() -> dict[str, Any]:
         keep_checkpoints=0,
         num_workers=2,
         max_bad_steps=10,
+        lr_warmup_steps=0,
+        ema_warmup=False,
     )
 
 
@@ -609,6 +626,8 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         mel_config=config,
         logger=log,
         progress=progress,
+        lr_warmup_steps=args["lr_warmup_steps"],
+        ema_warmup=args["ema_warmup"],
     )
     # After TrainLoop has loaded any checkpoint: a resume that fails leaves args.json as it was.
     if dist_util.is_main():
