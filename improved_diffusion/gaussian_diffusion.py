@@ -295,8 +295,7 @@ class GaussianDiffusion:
     def _velocity(self, x_start: th.Tensor, t: th.Tensor, noise: th.Tensor) -> th.Tensor:
         return (
             _extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * noise
-            - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape)
-            * x_start
+            - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * x_start
         )
 
     def _mse_weights(self, t: th.Tensor) -> th.Tensor | None:

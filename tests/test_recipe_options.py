@@ -72,7 +72,13 @@ def test_min_snr_weights_follow_hang_et_al(mean, weight):
 
 def tiny_model(**flags):
     args = model_and_diffusion_defaults()
-    args.update(num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="", crop_width=16)
+    args.update(
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2",
+        attention_resolutions="",
+        crop_width=16,
+    )
     args.update(flags)
     return create_model_and_diffusion(**args)[0]
 
@@ -103,11 +109,15 @@ def test_patch_size_flag_errors():
     with pytest.raises(UserError, match="--crop_width: 16 is not a multiple of 32"):
         tiny_model(patch_size="1,16")
     with pytest.raises(UserError, match="pick at most one"):
-        create_model_and_diffusion(**{**model_and_diffusion_defaults(), "predict_v": True, "predict_xstart": True})
+        create_model_and_diffusion(
+            **{**model_and_diffusion_defaults(), "predict_v": True, "predict_xstart": True}
+        )
 
 
 def test_lr_and_ema_warmup():
-    loop = types.SimpleNamespace(lr=1e-3, lr_anneal_steps=0, lr_warmup_steps=10, ema_warmup=True, step=0)
+    loop = types.SimpleNamespace(
+        lr=1e-3, lr_anneal_steps=0, lr_warmup_steps=10, ema_warmup=True, step=0
+    )
     loop.opt = types.SimpleNamespace(param_groups=[{"lr": 0.0}])
     lrs = []
     for step in (0, 4, 9, 50):
