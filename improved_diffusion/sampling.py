@@ -15,6 +15,7 @@ import torch
 from hifigan.atomic import atomic_open, ensure_dir, save_npy, write_json
 from hifigan.mel_config import MelConfig
 from improved_diffusion import fast
+from improved_diffusion.samplers import run_sampler
 
 
 def sample_mels(
@@ -28,11 +29,18 @@ def sample_mels(
     progress: bool = True,
     device: torch.device | str | None = None,
     clip_denoised: bool = True,
+    sampler: str | None = None,
+    steps: int = 50,
+    x0_mode: str = "clip",
 ) -> np.ndarray:
     """`n` samples, float32 [n, C, H, W] in [-1, 1] (normalised log-mel; see MelConfig).
 
     Batch b starts from noise seeded by (seed, b), so a given seed gives the same samples
     for the same batch size. Class-conditional models get random labels from the same seed.
+    Without `sampler`, `diffusion`'s own steps are run (DDIM, or ancestral when not
+    use_ddim, clipping x0 when clip_denoised); with `sampler` ("ddim", "dpmpp2m",
+    "ancestral"; see samplers.run_sampler), `steps` model calls on `diffusion`'s base
+    process with `x0_mode` ("clip", "dynamic", "none"), whatever respacing it carries.
     """
     from tqdm.auto import tqdm
 
@@ -56,7 +64,10 @@ def sample_mels(
             if num_classes:
                 kwargs["y"] = torch.randint(0, num_classes, (count,), generator=gen).to(device)
             with fast.inference(mode, device):
-                x = loop(model, (count, *shape), noise=noise, clip_denoised=clip_denoised, model_kwargs=kwargs, device=device)
+                if sampler is None:
+                    x = loop(model, (count, *shape), noise=noise, clip_denoised=clip_denoised, model_kwargs=kwargs, device=device)
+                else:
+                    x = run_sampler(sampler, model, diffusion, (count, *shape), noise, steps, x0_mode, kwargs, device)
             out.append(x.clamp(-1, 1).float().cpu().numpy())
             bar.update(count)
     bar.close()
@@ -168,6 +179,19 @@ def default_respacing(diffusion_steps: int) -> str:
     return f"ddim{min(50, diffusion_steps)}"
 
 
+def check_sampler_flags(sampler: str, steps: int, x0_mode: str, diffusion_steps: int) -> None:
+    """UserErrors naming --sampler / --steps / --x0 for values run_sampler cannot take."""
+    from hifigan.errors import UserError
+    from improved_diffusion.samplers import SAMPLERS, X0_MODES
+
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler: unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if x0_mode not in X0_MODES:
+        raise UserError(f"--x0: unknown {x0_mode!r}; choose one of {', '.join(X0_MODES)}")
+    if not 1 <= steps <= diffusion_steps:
+        raise UserError(f"--steps {steps}: must lie in 1..{diffusion_steps} (the model's --diffusion_steps)")
+
+
 def sample_from_checkpoint(
     model_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -182,9 +206,13 @@ def sample_from_checkpoint(
     griffin_lim: bool = False,
     vocoder_checkpoint: str | None = None,
     progress: bool = True,
+    sampler: str | None = None,
+    steps: int = 50,
+    x0_mode: str = "clip",
 ) -> tuple[np.ndarray, list[str]]:
     """mel_sample.py: load (args.json beside the checkpoint), sample, write every output.
 
+    `sampler` None keeps the timestep_respacing/use_ddim path; otherwise see sample_mels.
     Returns the normalised samples [N, C, H, W] and notes for the user.
     """
     from hifigan.errors import UserError
@@ -196,13 +224,16 @@ def sample_from_checkpoint(
             raise UserError(f"{name}: must be positive, got {value}")
     ensure_dir(out_dir, "--out_dir")
     stored, _ = read_args(model_path)
+    if sampler is not None:
+        check_sampler_flags(sampler, steps, x0_mode, int(stored.get("diffusion_steps", 1000)))
     overrides = dict(overrides or {})
     if overrides.get("timestep_respacing") is None:
         overrides["timestep_respacing"] = default_respacing(int(stored.get("diffusion_steps", 1000)))
     loaded = load_model(model_path, overrides, use_ema=use_ema, device=dist_util.dev())
     shape = (loaded.args["in_channels"], loaded.args["num_mels"], loaded.args["crop_width"])
     samples = sample_mels(loaded.model, loaded.diffusion, num_samples, shape, batch_size=batch_size,
-                          use_ddim=use_ddim, seed=seed, progress=progress, device=dist_util.dev())
+                          use_ddim=use_ddim, seed=seed, progress=progress, device=dist_util.dev(),
+                          sampler=sampler, steps=steps, x0_mode=x0_mode)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n, c, h, w = samples.shape
@@ -213,8 +244,10 @@ def sample_from_checkpoint(
         "checkpoint": str(loaded.path), "step": loaded.step, "seed": seed, "num_samples": n,
         "batch_size": batch_size, "use_ddim": use_ddim,
         "timestep_respacing": loaded.args["timestep_respacing"],
+        **({"sampler": sampler, "steps": steps, "x0": x0_mode} if sampler is not None else {}),
     })
-    notes = [f"{n} samples from {loaded.path} (step {loaded.step}, {loaded.args['timestep_respacing'] or 'all steps'})"]
+    how = f"{sampler}, {steps} steps, x0 {x0_mode}" if sampler is not None else loaded.args["timestep_respacing"] or "all steps"
+    notes = [f"{n} samples from {loaded.path} (step {loaded.step}, {how})"]
     notes += write_sample_files(out_dir, samples, loaded.mel_config, wav=wav, griffin_lim=griffin_lim,
                                 vocoder_checkpoint=vocoder_checkpoint, device=str(dist_util.dev()))
     return samples, notes
