@@ -251,27 +251,11 @@ class GaussianDiffusion:
                 return x0.clamp(-1, 1)
             return x0
 
+        pred_xstart = process_xstart(self.predict_xstart(x, t, model_output))
         if self.model_mean_type == ModelMeanType.PREVIOUS_X:
-            pred_xstart = process_xstart(
-                self._predict_xstart_from_xprev(x_t=x, t=t, xprev=model_output)
-            )
             model_mean = model_output
-        elif self.model_mean_type in (
-            ModelMeanType.START_X,
-            ModelMeanType.EPSILON,
-            ModelMeanType.VELOCITY,
-        ):
-            if self.model_mean_type == ModelMeanType.START_X:
-                pred_xstart = process_xstart(model_output)
-            elif self.model_mean_type == ModelMeanType.VELOCITY:
-                pred_xstart = process_xstart(self._predict_xstart_from_v(x, t, model_output))
-            else:
-                pred_xstart = process_xstart(
-                    self._predict_xstart_from_eps(x_t=x, t=t, eps=model_output)
-                )
-            model_mean, _, _ = self.q_posterior_mean_variance(x_start=pred_xstart, x_t=x, t=t)
         else:
-            raise NotImplementedError(self.model_mean_type)
+            model_mean, _, _ = self.q_posterior_mean_variance(x_start=pred_xstart, x_t=x, t=t)
 
         return {
             "mean": model_mean,
@@ -279,6 +263,16 @@ class GaussianDiffusion:
             "log_variance": model_log_variance,
             "pred_xstart": pred_xstart,
         }
+
+    def predict_xstart(self, x_t: th.Tensor, t: th.Tensor, model_output: th.Tensor) -> th.Tensor:
+        """x_0 implied by the model's (mean) output at x_t, for every ModelMeanType."""
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
+            return self._predict_xstart_from_xprev(x_t=x_t, t=t, xprev=model_output)
+        if self.model_mean_type == ModelMeanType.START_X:
+            return model_output
+        if self.model_mean_type == ModelMeanType.VELOCITY:
+            return self._predict_xstart_from_v(x_t, t, model_output)
+        return self._predict_xstart_from_eps(x_t=x_t, t=t, eps=model_output)
 
     def _predict_xstart_from_eps(self, x_t: th.Tensor, t: th.Tensor, eps: th.Tensor) -> th.Tensor:
         return (

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .gaussian_diffusion import GaussianDiffusion, ModelMeanType, ModelVarType, _extract_into_tensor
+from .gaussian_diffusion import GaussianDiffusion, ModelVarType, _extract_into_tensor
 from .respace import SpacedDiffusion, space_timesteps
 
 SAMPLERS = ("ddim", "dpmpp2m", "ancestral")
@@ -220,15 +220,7 @@ class VPDenoiser:
         out = self.model(x_vp, d._scale_timesteps(t), **model_kwargs)
         if d.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE):
             out = out[:, : x.shape[1]]  # the mean half, as p_mean_variance splits it
-        if d.model_mean_type == ModelMeanType.EPSILON:
-            x0 = d._predict_xstart_from_eps(x_vp, t, out)
-        elif d.model_mean_type == ModelMeanType.START_X:
-            x0 = out
-        elif d.model_mean_type == ModelMeanType.PREVIOUS_X:
-            x0 = d._predict_xstart_from_xprev(x_vp, t, out)
-        else:
-            raise NotImplementedError(d.model_mean_type)
-        return self.process_x0(x0)
+        return self.process_x0(d.predict_xstart(x_vp, t, out))
 
 
 # ------------------------------------------------------------------ one entry point

@@ -132,3 +132,22 @@ def test_lr_and_ema_warmup():
     np.testing.assert_allclose(decays, [0.1, 11 / 20, 91 / 100, 0.995])
     loop.ema_warmup = False
     assert TrainLoop._ema_decay(loop, 0.995) == 0.995
+
+
+def test_dpm_solver_denoiser_reads_velocity_models():
+    from improved_diffusion.samplers import VPDenoiser
+
+    g = th.Generator().manual_seed(3)
+    x0, eps = th.randn(3, 1, 4, 8, generator=g), th.randn(3, 1, 4, 8, generator=g)
+    t = th.tensor([2, 20, 45])
+    denoised = {}
+    for mean, target in (
+        (gd.ModelMeanType.EPSILON, lambda d: eps),
+        (gd.ModelMeanType.VELOCITY, lambda d: d._velocity(x0, t, eps)),
+    ):
+        d = diffusion(mean)
+        den = VPDenoiser(lambda x, ts, d=d, target=target: target(d), d, x0_mode="none")
+        sigma = den.sigmas[t].float()
+        denoised[mean] = den(x0 + sigma.view(-1, 1, 1, 1) * eps, sigma)
+    assert th.allclose(denoised[gd.ModelMeanType.VELOCITY], x0, atol=1e-4)
+    assert th.allclose(denoised[gd.ModelMeanType.EPSILON], x0, atol=1e-4)
