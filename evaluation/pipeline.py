@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hifigan.inference import vocode_batches, vocoder_for, write_wavs
+from hifigan.inference import limit_peaks, peak_note, vocode_batches, vocoder_for, write_wavs
 from improved_diffusion import checkpoint as ckpt
 from improved_diffusion import fast
 from improved_diffusion import logger as logger_mod
 from improved_diffusion.checkpoint import load_model, read_args
 from improved_diffusion.evaluate import melset_windows
-from improved_diffusion.image_datasets import load_data
+from improved_diffusion.image_datasets import clip_frames, load_data
 from improved_diffusion.resample import create_named_schedule_sampler
+from improved_diffusion.samplers import SAMPLERS, X0_MODES
 from improved_diffusion.sampling import sample_mels
 from improved_diffusion.script_util import (
     create_model_and_diffusion,
@@ -157,7 +158,7 @@ def write_sample_wavs(
             device=device,
             trust=trust,
         )
-    audios = vocode_batches(vocoder, mels, progress=False)
+    audios, limited = limit_peaks(vocode_batches(vocoder, mels, progress=False))
     # A Griffin-Lim file is named as such, so nobody mistakes it for the vocoder's quality.
     suffix = "_griffinlim" if vocoder.is_fallback else ""
     write_wavs(audios, [n + suffix for n in names], out_dir, vocoder.sampling_rate)
@@ -168,10 +169,40 @@ def write_sample_wavs(
                 f"audio/{name}", torch.as_tensor(y)[None], step, sample_rate=vocoder.sampling_rate
             )
     label = "Griffin-Lim fallback (no matching HiFi-GAN)" if vocoder.is_fallback else vocoder.name
-    return [f"WAVs written with {label}"]
+    return [f"WAVs written with {label}", *peak_note(limited, len(audios))]
 
 
 # -- mel_sample.py ----------------------------------------------------------------------------------
+def check_sampler_flags(sampler: str, steps: int, x0_mode: str, diffusion_steps: int) -> None:
+    """UserErrors naming --sampler / --steps / --x0 for values run_sampler cannot take."""
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler: unknown {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if x0_mode not in X0_MODES:
+        raise UserError(f"--x0: unknown {x0_mode!r}; choose one of {', '.join(X0_MODES)}")
+    if not 1 <= steps <= diffusion_steps:
+        raise UserError(
+            f"--steps {steps}: must lie in 1..{diffusion_steps} (the model's --diffusion_steps)"
+        )
+
+
+def whole_clip_frames(stored: dict[str, Any]) -> int:
+    """Frames of the clips a run learned from (whole notes): args.json's clip_frames, else the
+    longest clip in its mel set's manifest, else its training crop width."""
+    if stored.get("clip_frames"):
+        return int(stored["clip_frames"])
+    manifest = Path(str(stored.get("data_dir") or "")) / "manifest.jsonl"
+    if manifest.is_file():
+        try:
+            return longest_clip(MelSet(manifest.parent, "train"))
+        except (UserError, OSError, ValueError):
+            pass  # a moved or changed mel set: fall back to the crop width
+    return int(stored["crop_width"])
+
+
+def longest_clip(melset: MelSet) -> int:
+    return max((clip_frames(melset, i) for i in range(len(melset))), default=0)
+
+
 def sample_from_checkpoint(
     model_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -187,24 +218,36 @@ def sample_from_checkpoint(
     vocoder_checkpoint: str | None = None,
     progress: bool = True,
     trust: bool = False,
+    sampler: str | None = None,
+    steps: int = 50,
+    x0_mode: str = "clip",
 ) -> tuple[np.ndarray, list[str]]:
     """mel_sample.py: load (args.json beside the checkpoint), sample, write every output.
 
-    Returns the normalised samples [N, C, H, W] and notes for the user. `trust`:
-    --trust-checkpoint, for the diffusion and the vocoder checkpoint.
+    Samples are whole clips by default (`whole_clip_frames`); overrides["crop_width"] picks
+    any other width. The model runs on the width rounded up to its size multiple and the
+    result is cut back. `sampler` None keeps the timestep_respacing/use_ddim path; otherwise
+    see sample_mels. Returns the normalised samples [N, C, H, W] and notes for the user.
+    `trust`: --trust-checkpoint, for the diffusion and the vocoder checkpoint.
     """
     for name, value in (("--num_samples", num_samples), ("--batch_size", batch_size)):
         if value <= 0:
             raise UserError(f"{name}: must be positive, got {value}")
     ensure_dir(out_dir, "--out_dir")
     stored, _ = read_args(model_path)
+    diffusion_steps = int(stored.get("diffusion_steps", 1000))
+    if sampler is not None:
+        check_sampler_flags(sampler, steps, x0_mode, diffusion_steps)
     overrides = dict(overrides or {})
+    width = overrides.pop("crop_width", None) or whole_clip_frames(stored)
+    if width <= 0:
+        raise UserError(f"--crop_width {width}: must be positive")
     if overrides.get("timestep_respacing") is None:
-        overrides["timestep_respacing"] = default_respacing(
-            int(stored.get("diffusion_steps", 1000))
-        )
+        overrides["timestep_respacing"] = default_respacing(diffusion_steps)
     loaded = load_model(model_path, overrides, use_ema=use_ema, device=dist_util.dev(), trust=trust)
-    shape = (loaded.args["in_channels"], loaded.args["num_mels"], loaded.args["crop_width"])
+    multiple = loaded.model.size_multiples[1]
+    model_width = -(-width // multiple) * multiple
+    shape = (loaded.args["in_channels"], loaded.args["num_mels"], model_width)
     samples = sample_mels(
         loaded.model,
         loaded.diffusion,
@@ -215,12 +258,18 @@ def sample_from_checkpoint(
         seed=seed,
         progress=progress,
         device=dist_util.dev(),
-    )
+        sampler=sampler,
+        steps=steps,
+        x0_mode=x0_mode,
+    )[..., :width]
     out_dir = Path(out_dir)
     n, c, h, w = samples.shape
     # upstream's file: arr_0 holds the normalised samples, NCHW (images were NHWC uint8)
     with atomic_open(out_dir / f"samples_{n}x{c}x{h}x{w}.npz", "wb") as f:
         np.savez(f, arr_0=samples)
+    how = loaded.args["timestep_respacing"] or "all steps"
+    if sampler is not None:
+        how = f"{sampler}, {steps} steps, x0 {x0_mode}"
     write_json(
         out_dir / "sample_info.json",
         {
@@ -229,13 +278,13 @@ def sample_from_checkpoint(
             "seed": seed,
             "num_samples": n,
             "batch_size": batch_size,
+            "frames": w,
             "use_ddim": use_ddim,
             "timestep_respacing": loaded.args["timestep_respacing"],
+            **({"sampler": sampler, "steps": steps, "x0": x0_mode} if sampler is not None else {}),
         },
     )
-    notes = [
-        f"{n} samples from {loaded.path} (step {loaded.step}, {loaded.args['timestep_respacing'] or 'all steps'})"
-    ]
+    notes = [f"{n} samples of {w} frames from {loaded.path} (step {loaded.step}, {how})"]
     notes += write_sample_files(
         out_dir,
         samples,
@@ -401,6 +450,8 @@ def build_train_loop(
         "max_bad_steps",
         "val_interval",
         "sample_interval",
+        "lr_warmup_steps",
+        "ema_warmup",
     )
     loop = TrainLoop(
         model=model,
@@ -423,6 +474,8 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
     dist_util.setup_dist()
     args = check_train_args(args)
     loop, config, log = build_train_loop(args, progress)
+    # What "a whole clip" is for this run: mel_sample.py samples this many frames by default.
+    args["clip_frames"] = longest_clip(MelSet(args["data_dir"], "train"))
     # After TrainLoop has loaded any checkpoint: a resume that fails leaves args.json as it was.
     if dist_util.is_main():
         ckpt.write_args(Path(args["log_dir"]), args, config)

@@ -294,6 +294,33 @@ def vocode_batches(
     return out
 
 
+# Vocoded audio is scaled down to this peak before it is written (HiFi-GAN trains on audio
+# peak-normalised to 0.95), so a WAV is never clipped; quieter audio is left as it is.
+PEAK_CEILING = 0.95
+
+
+def limit_peaks(
+    audios: Sequence[np.ndarray], ceiling: float = PEAK_CEILING
+) -> tuple[list[np.ndarray], int]:
+    """Each audio scaled down to peak `ceiling` if it peaks above it; (audios, how many were)."""
+    out, limited = [], 0
+    for y in audios:
+        y = np.asarray(y, dtype=np.float32)
+        peak = float(np.abs(y).max()) if y.size else 0.0
+        if peak > ceiling:
+            y = y * np.float32(ceiling / peak)
+            limited += 1
+        out.append(y)
+    return out, limited
+
+
+def peak_note(limited: int, total: int) -> list[str]:
+    """The line that tells a user how many WAVs were peak-limited (none when 0)."""
+    if not limited:
+        return []
+    return [f"{limited} of {total} WAVs peaked above {PEAK_CEILING} and were scaled down to it (no clipping)"]
+
+
 def write_wavs(
     audios: Sequence[np.ndarray],
     names: Sequence[str],
@@ -301,13 +328,14 @@ def write_wavs(
     sr: int,
     out_rate: int | None = None,
 ) -> list[Path]:
-    """Write `out_dir/<name>.wav` (16-bit) for each audio at `sr`, resampled to `out_rate`."""
+    """Write `out_dir/<name>.wav` (16-bit) for each audio at `sr`, resampled to `out_rate`,
+    peak-limited to PEAK_CEILING (see limit_peaks) so that nothing clips."""
     from melcore.audio import resample, write_wav
 
     out_dir = Path(out_dir)
     rate = out_rate or sr
     paths = []
-    for y, name in zip(audios, names):
+    for y, name in zip(limit_peaks(audios)[0], names):
         path = out_dir / f"{name}.wav"
         write_wav(path, resample(np.asarray(y, dtype=np.float32), sr, rate), rate)
         paths.append(path)

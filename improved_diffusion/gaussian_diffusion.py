@@ -62,6 +62,7 @@ class ModelMeanType(enum.Enum):
     PREVIOUS_X = enum.auto()  # x_{t-1}
     START_X = enum.auto()  # x_0
     EPSILON = enum.auto()  # the noise
+    VELOCITY = enum.auto()  # v = sqrt(abar) * eps - sqrt(1 - abar) * x_0 (Salimans & Ho 2022)
 
 
 class ModelVarType(enum.Enum):
@@ -96,6 +97,9 @@ class GaussianDiffusion:
     :param loss_type: the training objective (LossType).
     :param rescale_timesteps: pass float timesteps scaled to 0..1000 to the model, so a
         model sees the same range whatever the number of steps.
+    :param snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023) when > 0: the MSE at
+        each timestep is weighted so that its x_0 error counts min(SNR, gamma); 0 keeps
+        upstream's unweighted MSE.
     """
 
     def __init__(
@@ -106,8 +110,10 @@ class GaussianDiffusion:
         model_var_type: ModelVarType,
         loss_type: LossType,
         rescale_timesteps: bool = False,
+        snr_gamma: float = 0.0,
     ) -> None:
         self.model_mean_type = model_mean_type
+        self.snr_gamma = float(snr_gamma)
         self.model_var_type = model_var_type
         self.loss_type = loss_type
         self.rescale_timesteps = rescale_timesteps
@@ -245,21 +251,11 @@ class GaussianDiffusion:
                 return x0.clamp(-1, 1)
             return x0
 
+        pred_xstart = process_xstart(self.predict_xstart(x, t, model_output))
         if self.model_mean_type == ModelMeanType.PREVIOUS_X:
-            pred_xstart = process_xstart(
-                self._predict_xstart_from_xprev(x_t=x, t=t, xprev=model_output)
-            )
             model_mean = model_output
-        elif self.model_mean_type in (ModelMeanType.START_X, ModelMeanType.EPSILON):
-            if self.model_mean_type == ModelMeanType.START_X:
-                pred_xstart = process_xstart(model_output)
-            else:
-                pred_xstart = process_xstart(
-                    self._predict_xstart_from_eps(x_t=x, t=t, eps=model_output)
-                )
-            model_mean, _, _ = self.q_posterior_mean_variance(x_start=pred_xstart, x_t=x, t=t)
         else:
-            raise NotImplementedError(self.model_mean_type)
+            model_mean, _, _ = self.q_posterior_mean_variance(x_start=pred_xstart, x_t=x, t=t)
 
         return {
             "mean": model_mean,
@@ -268,11 +264,49 @@ class GaussianDiffusion:
             "pred_xstart": pred_xstart,
         }
 
+    def predict_xstart(self, x_t: th.Tensor, t: th.Tensor, model_output: th.Tensor) -> th.Tensor:
+        """x_0 implied by the model's (mean) output at x_t, for every ModelMeanType."""
+        if self.model_mean_type == ModelMeanType.PREVIOUS_X:
+            return self._predict_xstart_from_xprev(x_t=x_t, t=t, xprev=model_output)
+        if self.model_mean_type == ModelMeanType.START_X:
+            return model_output
+        if self.model_mean_type == ModelMeanType.VELOCITY:
+            return self._predict_xstart_from_v(x_t, t, model_output)
+        return self._predict_xstart_from_eps(x_t=x_t, t=t, eps=model_output)
+
     def _predict_xstart_from_eps(self, x_t: th.Tensor, t: th.Tensor, eps: th.Tensor) -> th.Tensor:
         return (
             _extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
             - _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
         )
+
+    def _predict_xstart_from_v(self, x_t: th.Tensor, t: th.Tensor, v: th.Tensor) -> th.Tensor:
+        return (
+            _extract_into_tensor(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
+            - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * v
+        )
+
+    def _velocity(self, x_start: th.Tensor, t: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        return (
+            _extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * noise
+            - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * x_start
+        )
+
+    def _mse_weights(self, t: th.Tensor) -> th.Tensor | None:
+        """Min-SNR-gamma weights [N] for the MSE of this model_mean_type, or None (all 1)."""
+        if self.snr_gamma <= 0:
+            return None
+        snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+        clipped = np.minimum(snr, self.snr_gamma)
+        # The same x_0-error weight min(SNR, gamma) expressed for each target.
+        by_type = {
+            ModelMeanType.START_X: clipped,
+            ModelMeanType.EPSILON: clipped / snr,
+            ModelMeanType.VELOCITY: clipped / (snr + 1.0),
+        }
+        if self.model_mean_type not in by_type:
+            raise ValueError(f"snr_gamma does not support {self.model_mean_type}")
+        return th.from_numpy(by_type[self.model_mean_type]).to(t.device)[t].float()
 
     def _predict_xstart_from_xprev(
         self, x_t: th.Tensor, t: th.Tensor, xprev: th.Tensor
@@ -613,6 +647,8 @@ class GaussianDiffusion:
                 target = self.q_posterior_mean_variance(x_start=x_start, x_t=x_t, t=t)[0]
             elif self.model_mean_type == ModelMeanType.START_X:
                 target = x_start
+            elif self.model_mean_type == ModelMeanType.VELOCITY:
+                target = self._velocity(x_start, t, noise)
             else:
                 target = noise
             if model_output.shape != target.shape:
@@ -620,7 +656,9 @@ class GaussianDiffusion:
                     f"model output {tuple(model_output.shape)} != target {tuple(target.shape)}"
                 )
             terms["mse"] = mean_flat((target - model_output) ** 2)
-            terms["loss"] = terms["mse"] + terms["vb"] if "vb" in terms else terms["mse"]
+            weights = self._mse_weights(t)
+            mse = terms["mse"] if weights is None else terms["mse"] * weights
+            terms["loss"] = mse + terms["vb"] if "vb" in terms else mse
         else:
             raise NotImplementedError(self.loss_type)
         return terms

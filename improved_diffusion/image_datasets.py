@@ -21,6 +21,8 @@ from melcore.mel_config import LOG_FLOOR, MelConfig, require_match
 from melcore.melset import MelSet
 
 CROPS = ("random", "none")
+# A crop may be this much wider than the longest clip (the rest is silence padding).
+WHOLE_CLIP_SLACK = 1.125
 
 
 def fit_width(mel: np.ndarray, width: int, offset: int = 0) -> np.ndarray:
@@ -218,10 +220,12 @@ def load_data(
     if mel_config is not None:
         require_match(melset.config, mel_config, f"{data_dir}/mel_config.json", "the model's mel config")
     longest = max(clip_frames(melset, i) for i in range(len(melset)))
-    if crop == "random" and width > longest:
+    # Whole-clip training pads each clip up to the UNet's size multiple (344 -> 352 frames);
+    # a window mostly made of padding is a mistake.
+    if crop == "random" and width > longest * WHOLE_CLIP_SLACK:
         raise UserError(
             f"--crop_width {width}: wider than every clip in {data_dir} split {split!r} "
-            f"(longest has {longest} frames); use --crop_width <= {longest}"
+            f"(longest has {longest} frames); use --crop_width <= {int(longest * WHOLE_CLIP_SLACK)}"
         )
     dataset = MelCrops(
         melset,

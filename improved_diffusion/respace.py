@@ -65,6 +65,8 @@ class SpacedDiffusion(GaussianDiffusion):
         self.use_timesteps = set(use_timesteps)
         self.timestep_map: list[int] = []
         self.original_num_steps = len(kwargs["betas"])
+        # the base process, for samplers that work on its full table (samplers.base_diffusion)
+        self.base_betas = np.array(kwargs["betas"], dtype=np.float64)
 
         base_diffusion = GaussianDiffusion(**kwargs)
         last_alpha_cumprod = 1.0

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from improved_diffusion import fast
+from improved_diffusion.samplers import run_sampler
 
 
 def sample_mels(
@@ -23,11 +24,18 @@ def sample_mels(
     progress: bool = True,
     device: torch.device | str | None = None,
     clip_denoised: bool = True,
+    sampler: str | None = None,
+    steps: int = 50,
+    x0_mode: str = "clip",
 ) -> np.ndarray:
     """`n` samples, float32 [n, C, H, W] in [-1, 1] (normalised log-mel; see MelConfig).
 
     Batch b starts from noise seeded by (seed, b), so a given seed gives the same samples
     for the same batch size. Class-conditional models get random labels from the same seed.
+    Without `sampler`, `diffusion`'s own steps are run (DDIM, or ancestral when not
+    use_ddim, clipping x0 when clip_denoised); with `sampler` ("ddim", "dpmpp2m",
+    "ancestral"; see samplers.run_sampler), `steps` model calls on `diffusion`'s base
+    process with `x0_mode` ("clip", "dynamic", "none"), whatever respacing it carries.
     """
     from tqdm.auto import tqdm
 
@@ -51,7 +59,10 @@ def sample_mels(
             if num_classes:
                 kwargs["y"] = torch.randint(0, num_classes, (count,), generator=gen).to(device)
             with fast.inference(mode, device):
-                x = loop(model, (count, *shape), noise=noise, clip_denoised=clip_denoised, model_kwargs=kwargs, device=device)
+                if sampler is None:
+                    x = loop(model, (count, *shape), noise=noise, clip_denoised=clip_denoised, model_kwargs=kwargs, device=device)
+                else:
+                    x = run_sampler(sampler, model, diffusion, (count, *shape), noise, steps, x0_mode, kwargs, device)
             out.append(x.clamp(-1, 1).float().cpu().numpy())
             bar.update(count)
     bar.close()

@@ -60,6 +60,9 @@ def model_and_diffusion_defaults() -> dict[str, Any]:
         crop_width=64,
         channel_mult="",
         attention_impl="sdpa",
+        predict_v=False,
+        snr_gamma=0.0,
+        patch_size="1,1",
     )
 
 
@@ -93,6 +96,8 @@ def training_defaults() -> dict[str, Any]:
         keep_checkpoints=0,
         num_workers=2,
         max_bad_steps=10,
+        lr_warmup_steps=0,
+        ema_warmup=False,
     )
 
 
@@ -130,6 +135,9 @@ def create_model_and_diffusion(
     crop_width: int = 64,
     channel_mult: str = "",
     attention_impl: str = "sdpa",
+    predict_v: bool = False,
+    snr_gamma: float = 0.0,
+    patch_size: str = "1,1",
 ) -> tuple[UNetModel, SpacedDiffusion]:
     """The UNet and the (possibly respaced) diffusion for a full set of flags.
 
@@ -151,14 +159,14 @@ def create_model_and_diffusion(
         in_channels=in_channels,
         channel_mult=channel_mult,
         attention_impl=attention_impl,
+        patch_size=patch_size,
     )
-    f = model.downsample_factor
-    for flag, size in (("--num_mels", num_mels), ("--crop_width", crop_width)):
+    for flag, size, f in zip(("--num_mels", "--crop_width"), (num_mels, crop_width), model.size_multiples):
         if size % f:
             raise UserError(
                 f"{flag}: {size} is not a multiple of {f}, which the UNet's "
-                f"{len(model.channel_mult) - 1} downsamplings need; pick a multiple of {f} "
-                "or a shorter --channel_mult"
+                f"{len(model.channel_mult) - 1} downsamplings and --patch_size {patch_size} "
+                f"need; pick a multiple of {f} or a shorter --channel_mult"
             )
     diffusion = create_gaussian_diffusion(
         steps=diffusion_steps,
@@ -170,6 +178,8 @@ def create_model_and_diffusion(
         rescale_timesteps=rescale_timesteps,
         rescale_learned_sigmas=rescale_learned_sigmas,
         timestep_respacing=timestep_respacing,
+        predict_v=predict_v,
+        snr_gamma=snr_gamma,
     )
     return model, diffusion
 
@@ -187,6 +197,8 @@ def diffusion_from_args(args: dict[str, Any], timestep_respacing: str | None = N
         rescale_timesteps=args["rescale_timesteps"],
         rescale_learned_sigmas=args["rescale_learned_sigmas"],
         timestep_respacing=args["timestep_respacing"] if timestep_respacing is None else timestep_respacing,
+        predict_v=args.get("predict_v", False),
+        snr_gamma=args.get("snr_gamma", 0.0),
     )
 
 
@@ -244,6 +256,7 @@ def create_model(
     in_channels: int = 1,
     channel_mult: str | Iterable[int] = "",
     attention_impl: str = "sdpa",
+    patch_size: str | Iterable[int] = "1,1",
 ) -> UNetModel:
     """The UNet for the flags (output channels double when learn_sigma)."""
     if attention_impl not in ATTENTION_IMPLS:
@@ -268,7 +281,22 @@ def create_model(
         num_heads_upsample=num_heads_upsample,
         use_scale_shift_norm=use_scale_shift_norm,
         attention_impl=attention_impl,
+        patch_size=parse_patch_size(patch_size),
     )
+
+
+def parse_patch_size(patch_size: str | Iterable[int]) -> tuple[int, int]:
+    """"1,4" -> (1, 4): the (mel bins, frames) patch folded into channels; "1,1" is upstream."""
+    if not isinstance(patch_size, str):
+        patch = tuple(int(p) for p in patch_size)
+    else:
+        try:
+            patch = tuple(int(p) for p in patch_size.split(",")) if patch_size.strip() else (1, 1)
+        except ValueError:
+            patch = ()
+    if len(patch) != 2 or min(patch) < 1:
+        raise UserError(f"--patch_size: {patch_size!r} must be two positive integers, e.g. 1,4")
+    return patch
 
 
 def create_gaussian_diffusion(
@@ -282,6 +310,8 @@ def create_gaussian_diffusion(
     rescale_timesteps: bool = False,
     rescale_learned_sigmas: bool = False,
     timestep_respacing: str | Iterable[int] = "",
+    predict_v: bool = False,
+    snr_gamma: float = 0.0,
 ) -> SpacedDiffusion:
     """The diffusion for the flags; timestep_respacing "" keeps all `steps` steps."""
     if noise_schedule not in ("linear", "cosine"):
@@ -308,6 +338,17 @@ def create_gaussian_diffusion(
         model_var_type = gd.ModelVarType.FIXED_SMALL
     else:
         model_var_type = gd.ModelVarType.FIXED_LARGE
+    if predict_xstart and predict_v:
+        raise UserError("--predict_xstart and --predict_v: pick at most one model target")
+    if snr_gamma < 0:
+        raise UserError(f"--snr_gamma {snr_gamma}: must be >= 0 (0 turns Min-SNR weighting off)")
+    if snr_gamma and use_kl:
+        raise UserError("--snr_gamma weights the MSE loss; it does not apply with --use_kl")
+    mean_type = gd.ModelMeanType.EPSILON
+    if predict_xstart:
+        mean_type = gd.ModelMeanType.START_X
+    elif predict_v:
+        mean_type = gd.ModelMeanType.VELOCITY
     if not timestep_respacing:
         timestep_respacing = [steps]
     try:
@@ -320,10 +361,11 @@ def create_gaussian_diffusion(
     return SpacedDiffusion(
         use_timesteps=use_timesteps,
         betas=betas,
-        model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
+        model_mean_type=mean_type,
         model_var_type=model_var_type,
         loss_type=loss_type,
         rescale_timesteps=rescale_timesteps,
+        snr_gamma=snr_gamma,
     )
 
 

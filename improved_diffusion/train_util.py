@@ -75,6 +75,8 @@ class TrainLoop:
         progress: bool = True,
         speed_mode: fast.SpeedMode | None = None,
         trust_checkpoint: bool = False,
+        lr_warmup_steps: int = 0,
+        ema_warmup: bool = False,
     ):
         del fp16_scale_growth
         precision = fast.check_precision("fp16" if use_fp16 else precision)  # use_fp16: upstream's flag
@@ -95,6 +97,8 @@ class TrainLoop:
         self.schedule_sampler = schedule_sampler or UniformSampler(diffusion)
         self.weight_decay = weight_decay
         self.lr_anneal_steps = lr_anneal_steps
+        self.lr_warmup_steps = lr_warmup_steps
+        self.ema_warmup = ema_warmup
         self.max_steps = max_steps or lr_anneal_steps
         self.grad_clip = grad_clip
         self.seed = seed
@@ -338,7 +342,7 @@ class TrainLoop:
             self.bad_steps = 0
             self.log.logkv_mean("grad_norm", grad_norm)
             for rate, ema in zip(self.ema_rate, self.ema_params):
-                fast.update_ema(ema, self.params, rate, self.speed_mode)
+                fast.update_ema(ema, self.params, self._ema_decay(rate), self.speed_mode)
             return
         self.bad_steps += 1
         self.log.logkv_mean("skipped_steps", 1.0)
@@ -351,12 +355,23 @@ class TrainLoop:
                 "lower --lr, set --grad_clip 1.0 or use --precision fp32"
             )
 
+    def _ema_decay(self, rate: float) -> float:
+        """With --ema_warmup the average starts short ((1 + n) / (10 + n) after n steps) and
+        grows to `rate`, so early weights (random ones) stop dominating a short run's EMA."""
+        if not self.ema_warmup:
+            return rate
+        return min(rate, (1 + self.step) / (10 + self.step))
+
     def _anneal_lr(self) -> None:
-        if not self.lr_anneal_steps:
+        if not (self.lr_anneal_steps or self.lr_warmup_steps):
             return
-        frac_done = self.step / self.lr_anneal_steps
+        lr = self.lr
+        if self.lr_anneal_steps:
+            lr *= 1 - self.step / self.lr_anneal_steps
+        if self.lr_warmup_steps:
+            lr *= min(1.0, (self.step + 1) / self.lr_warmup_steps)
         for group in self.opt.param_groups:
-            group["lr"] = self.lr * (1 - frac_done)
+            group["lr"] = lr
 
     # -- checkpoints -----------------------------------------------------------------------------
     def params_to_state_dict(self, params: list[torch.Tensor]) -> dict:

@@ -297,6 +297,7 @@ class UNetModel(nn.Module):
         num_heads_upsample: int = -1,
         use_scale_shift_norm: bool = False,
         attention_impl: str = "sdpa",
+        patch_size: Sequence[int] = (1, 1),
     ) -> None:
         super().__init__()
         if num_heads_upsample == -1:
@@ -317,6 +318,10 @@ class UNetModel(nn.Module):
         self.num_heads_upsample = num_heads_upsample
         self.attention_impl = attention_impl
         self.channels_last = False
+        # Space-to-depth before the torso: a (freq, time) patch of the input becomes channels,
+        # so every level runs on a patch-times smaller grid (mels are smooth in time).
+        self.patch_size = tuple(int(p) for p in patch_size)
+        patch_area = self.patch_size[0] * self.patch_size[1]
         time_embed_dim = model_channels * 4
 
         def res_block(ch_in: int, ch_out: int | None = None) -> ResBlock:
@@ -344,7 +349,11 @@ class UNetModel(nn.Module):
             self.label_emb = nn.Embedding(num_classes, time_embed_dim)
 
         self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(conv_nd(dims, in_channels, model_channels, 3, padding=1))]
+            [
+                TimestepEmbedSequential(
+                    conv_nd(dims, in_channels * patch_area, model_channels, 3, padding=1)
+                )
+            ]
         )
         input_block_chans = [model_channels]
         ch = model_channels
@@ -383,7 +392,7 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(
             normalization(ch),
             SiLU(),
-            zero_module(conv_nd(dims, model_channels, out_channels, 3, padding=1)),
+            zero_module(conv_nd(dims, model_channels, out_channels * patch_area, 3, padding=1)),
         )
 
     # ------------------------------------------------------------------ precision / layout
@@ -418,24 +427,50 @@ class UNetModel(nn.Module):
 
     @property
     def downsample_factor(self) -> int:
-        """Every spatial size of the input must be a multiple of this."""
+        """Every spatial size of the input must be a multiple of this (times the patch)."""
         return 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def size_multiples(self) -> tuple[int, int]:
+        """(height, width) multiples a 2-D input needs: downsampling times the patch."""
+        f = self.downsample_factor
+        return f * self.patch_size[0], f * self.patch_size[1]
+
+    def _patchify(self, h: th.Tensor) -> th.Tensor:
+        pf, pt = self.patch_size
+        if pf == pt == 1:
+            return h
+        b, c, hh, ww = h.shape
+        h = h.reshape(b, c, hh // pf, pf, ww // pt, pt).permute(0, 1, 3, 5, 2, 4)
+        return h.reshape(b, c * pf * pt, hh // pf, ww // pt)
+
+    def _unpatchify(self, h: th.Tensor) -> th.Tensor:
+        pf, pt = self.patch_size
+        if pf == pt == 1:
+            return h
+        b, c, hh, ww = h.shape
+        c //= pf * pt
+        h = h.reshape(b, c, pf, pt, hh, ww).permute(0, 1, 4, 2, 5, 3)
+        return h.reshape(b, c, hh * pf, ww * pt)
 
     # ------------------------------------------------------------------ forward
 
     def _check_input(self, x: th.Tensor) -> None:
         spatial = tuple(x.shape[2:]) if self.dims != 3 else tuple(x.shape[3:])
         f = self.downsample_factor
+        multiples = self.size_multiples if self.dims == 2 else (f,) * len(spatial)
         if x.dim() != self.dims + 2 or x.shape[1] != self.in_channels:
             raise UserError(
                 f"UNet input: expected [B, {self.in_channels}, ...] with {self.dims} spatial "
                 f"dims, got {tuple(x.shape)}; check --in_channels and the data"
             )
-        if any(s % f for s in spatial):
+        if any(s % m for s, m in zip(spatial, multiples)):
+            need = "x".join(map(str, multiples))
             raise UserError(
                 f"UNet input: spatial size {'x'.join(map(str, x.shape[2:]))} is not a multiple "
-                f"of {f} (the model downsamples {len(self.channel_mult) - 1} times); use a "
-                f"crop width / mel count divisible by {f} or a shorter --channel_mult"
+                f"of {need} (the model downsamples {len(self.channel_mult) - 1} times, patch "
+                f"{'x'.join(map(str, self.patch_size))}); use a crop width / mel count "
+                f"divisible by {need} or a shorter --channel_mult"
             )
 
     def _embed(self, timesteps: th.Tensor, y: th.Tensor | None, batch: int) -> th.Tensor:
@@ -463,7 +498,7 @@ class UNetModel(nn.Module):
         self._check_input(x)
         emb = self._embed(timesteps, y, x.shape[0])
         hs = []
-        h = self._prepare(x)
+        h = self._prepare(self._patchify(x))
         for module in self.input_blocks:
             h = module(h, emb)
             hs.append(h)
@@ -471,7 +506,7 @@ class UNetModel(nn.Module):
         for module in self.output_blocks:
             h = module(th.cat([h, hs.pop()], dim=1), emb)
         h = h.type(x.dtype)
-        return self.out(h).type(x.dtype)
+        return self._unpatchify(self.out(h).type(x.dtype))
 
     def get_feature_vectors(
         self, x: th.Tensor, timesteps: th.Tensor, y: th.Tensor | None = None
@@ -481,7 +516,7 @@ class UNetModel(nn.Module):
         emb = self._embed(timesteps, y, x.shape[0])
         result: dict[str, list[th.Tensor] | th.Tensor] = {"down": [], "up": []}
         hs = []
-        h = self._prepare(x)
+        h = self._prepare(self._patchify(x))
         for module in self.input_blocks:
             h = module(h, emb)
             hs.append(h)

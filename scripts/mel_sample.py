@@ -17,8 +17,9 @@ configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only th
 
 from evaluation.pipeline import sample_from_checkpoint  # noqa: E402
 from improved_diffusion.cli import ArgumentParser  # noqa: E402
+from improved_diffusion.samplers import SAMPLERS, X0_MODES  # noqa: E402
 from improved_diffusion.script_util import model_and_diffusion_defaults, str2bool  # noqa: E402
-from melcore.errors import cli_main  # noqa: E402
+from melcore.errors import UserError, cli_main  # noqa: E402
 
 
 def create_argparser() -> ArgumentParser:
@@ -27,7 +28,15 @@ def create_argparser() -> ArgumentParser:
     p.add_argument("--out_dir", required=True)
     p.add_argument("--num_samples", type=int, default=16)
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--use_ddim", type=str2bool, default=True)
+    p.add_argument("--use_ddim", type=str2bool, default=True, help="without --sampler: DDIM (True) or ancestral")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="ddim | dpmpp2m (DPM-Solver++(2M)) | ancestral, with --steps model calls on the model's "
+                   "full schedule (then --use_ddim and --timestep_respacing are not used); default: the "
+                   "--timestep_respacing/--use_ddim path (DDIM-50)")
+    p.add_argument("--steps", type=int, default=None, help="with --sampler: number of model calls (default 50)")
+    p.add_argument("--x0", choices=X0_MODES, default=None,
+                   help="with --sampler: x0 predictions are clipped to [-1, 1] (clip, default), dynamically "
+                   "thresholded (dynamic: Saharia et al. 2022, per-sample 99.5th percentile of |x0|) or kept (none)")
     p.add_argument("--use_ema", type=str2bool, default=None, help="default: EMA, or the file given")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wav", type=str2bool, default=True, help="write WAVs with a vocoder")
@@ -44,11 +53,17 @@ def create_argparser() -> ArgumentParser:
 def main() -> None:
     args = vars(create_argparser().parse_args())
     overrides = {k: args[k] for k in model_and_diffusion_defaults()}
+    if args["sampler"] is None and (args["steps"] is not None or args["x0"] is not None):
+        raise UserError("--steps and --x0 choose how --sampler runs; give --sampler too (ddim, dpmpp2m or ancestral)")
+    if args["sampler"] is not None and args["timestep_respacing"] is not None:
+        raise UserError("--timestep_respacing: not used with --sampler (which takes --steps); give one of them")
     samples, notes = sample_from_checkpoint(
         args["model_path"], args["out_dir"], args["num_samples"], batch_size=args["batch_size"],
         use_ddim=args["use_ddim"], use_ema=args["use_ema"], seed=args["seed"], overrides=overrides,
         wav=args["wav"], griffin_lim=args["griffin_lim"], vocoder_checkpoint=args["vocoder"],
         trust=args["trust_checkpoint"],
+        sampler=args["sampler"], steps=50 if args["steps"] is None else args["steps"],
+        x0_mode=args["x0"] or "clip",
     )
     for note in notes:
         print(note)

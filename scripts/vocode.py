@@ -15,7 +15,7 @@ from melcore.process import configure_process  # noqa: E402
 
 configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
 
-from hifigan.inference import vocode_batches, vocoder_for, write_wavs  # noqa: E402
+from hifigan.inference import limit_peaks, peak_note, vocode_batches, vocoder_for, write_wavs  # noqa: E402
 from melcore.atomic import ensure_dir, write_json  # noqa: E402
 from melcore.checkpoint_io import add_trust_flag  # noqa: E402
 from melcore.errors import UserError, cli_main  # noqa: E402
@@ -57,10 +57,12 @@ def main(argv=None) -> None:
     if vocoder.is_fallback:
         print("warning: vocoding with the Griffin-Lim FALLBACK (phasey audio, not a neural vocoder)",
               file=sys.stderr)
-    audios = vocode_batches(vocoder, [m for _, m in items], a.batch_size)
+    audios, limited = limit_peaks(vocode_batches(vocoder, [m for _, m in items], a.batch_size))
+    for note in peak_note(limited, len(audios)):
+        print(note)
     paths = write_wavs(audios, [n for n, _ in items], a.output_dir, vocoder.sampling_rate, a.out_rate)
     info = vocoder.describe()
-    info.update(out_rate=a.out_rate or vocoder.sampling_rate, files=len(paths),
+    info.update(out_rate=a.out_rate or vocoder.sampling_rate, files=len(paths), peak_limited=limited,
                 resampled=bool(a.out_rate and a.out_rate != vocoder.sampling_rate))
     write_json(Path(a.output_dir) / "vocoder.json", info)
     rate = a.out_rate or vocoder.sampling_rate

@@ -195,6 +195,7 @@ def test_training_losses_every_combination(mean, var, loss):
             gd.ModelMeanType.EPSILON: noise,
             gd.ModelMeanType.START_X: x0,
             gd.ModelMeanType.PREVIOUS_X: d.q_posterior_mean_variance(x0, xt, t)[0],
+            gd.ModelMeanType.VELOCITY: d._velocity(x0, t, noise),
         }[mean]
         expected = ((target - 0.5 * xt) ** 2).mean(dim=(1, 2, 3))
         assert th.allclose(terms["mse"], expected, rtol=1e-5, atol=1e-7)

@@ -128,3 +128,20 @@ def test_batches_pad_and_trim_and_wavs_resample(tmp_path):
     paths = write_wavs(outs, ["a", "b", "c"], tmp_path / "wav", 16000, out_rate=8000)
     info = sf.info(str(paths[1]))
     assert info.samplerate == 8000 and info.frames == 30 * 128 and info.subtype == "PCM_16"
+
+
+def test_wavs_are_peak_limited_never_clipped(tmp_path):
+    import soundfile as sf
+
+    from hifigan.inference import PEAK_CEILING, limit_peaks, peak_note
+
+    loud = np.linspace(-3.0, 2.0, 1000, dtype=np.float32)
+    quiet = 0.5 * np.sin(np.linspace(0, 20, 1000, dtype=np.float32))
+    (out_loud, out_quiet), limited = limit_peaks([loud, quiet])
+    assert limited == 1 and peak_note(limited, 2) and not peak_note(0, 2)
+    np.testing.assert_allclose(np.abs(out_loud).max(), PEAK_CEILING, rtol=1e-6)
+    np.testing.assert_allclose(out_loud, loud * (PEAK_CEILING / 3.0), rtol=1e-6)  # scaled, not clipped
+    assert np.array_equal(out_quiet, quiet)
+    (path,) = write_wavs([loud], ["loud"], tmp_path, 16000)
+    y, _ = sf.read(path)
+    assert abs(np.abs(y).max() - PEAK_CEILING) < 1e-3 and (np.abs(y) < 0.99).all()

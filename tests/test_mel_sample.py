@@ -53,22 +53,25 @@ def test_cli_outputs(run_dir, tmp_path, monkeypatch, capsys):
     code, stdout, err = run_cli("mel_sample", ["--model_path", run_dir / "ema_0.5_000004.pt", "--out_dir", out,
                                                "--num_samples", 3, "--batch_size", 2, "--seed", 5], monkeypatch, capsys)
     assert code == 0, err
-    arr = np.load(out / "samples_3x1x16x16.npz")["arr_0"]
-    assert arr.shape == (3, 1, 16, 16) and arr.dtype == np.float32
+    # Whole clips by default: the longest training clip of tiny_mels has 50 frames (the
+    # model runs on 56, its multiple of 8, and the samples are cut back).
+    arr = np.load(out / "samples_3x1x16x50.npz")["arr_0"]
+    assert arr.shape == (3, 1, 16, 50) and arr.dtype == np.float32
     assert arr.min() >= -1 and arr.max() <= 1 and arr.std() > 0.05
     config = tiny_config()
     for i in range(3):
         mel = np.load(out / f"sample_{i:05d}.npy")
-        assert mel.shape == (16, 16) and mel.dtype == np.float32
+        assert mel.shape == (16, 50) and mel.dtype == np.float32
         assert config.mel_min - 1e-5 <= mel.min() and mel.max() <= config.mel_max + 1e-5
         np.testing.assert_allclose(mel, config.denormalize(arr[i, 0]), rtol=1e-6, atol=1e-5)
         assert (out / f"sample_{i:05d}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # the 16-mel test config has no HiFi-GAN: Griffin-Lim, and the file says so
         wav, sr = sf.read(out / f"sample_{i:05d}_griffinlim.wav")
-        assert sr == config.sampling_rate and len(wav) == 16 * config.hop_size
+        assert sr == config.sampling_rate and len(wav) == 50 * config.hop_size
     assert json.loads((out / "mel_config.json").read_text()) == config.to_dict()
     info = json.loads((out / "sample_info.json").read_text())
     assert info["timestep_respacing"] == "ddim20" and info["checkpoint"].endswith("ema_0.5_000004.pt")
+    assert info["frames"] == 50 and json.loads((run_dir / "args.json").read_text())["clip_frames"] == 50
     assert "Griffin-Lim" in stdout
 
 
@@ -116,6 +119,12 @@ def test_missing_args_json_and_contradicting_flag(run_dir, tmp_path, monkeypatch
                            monkeypatch, capsys)
     assert code == 0, err
     assert np.load(tmp_path / "w" / "sample_00000.npy").shape == (16, 32)
+    # any width: one that is not a multiple of the UNet's 8 is sampled at 32 and cut to 30
+    code, _, err = run_cli("mel_sample", ["--model_path", run_dir, "--out_dir", tmp_path / "w30", "--crop_width", 30,
+                                          "--timestep_respacing", "ddim4", "--num_samples", 1, "--wav", "False"],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "w30" / "sample_00000.npy").shape == (16, 30)
 
 
 def test_flag_errors_are_one_line(run_dir, tmp_path, monkeypatch, capsys):

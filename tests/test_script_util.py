@@ -40,7 +40,8 @@ UPSTREAM_DEFAULTS = dict(
     use_scale_shift_norm=True,
 )
 MEL_DEFAULTS = dict(
-    in_channels=1, num_mels=80, crop_width=64, channel_mult="", attention_impl="sdpa"
+    in_channels=1, num_mels=80, crop_width=64, channel_mult="", attention_impl="sdpa",
+    predict_v=False, snr_gamma=0.0, patch_size="1,1",
 )
 
 
