@@ -2,13 +2,15 @@
 # The whole pipeline on the embedded default (NSynth-GM, rendered from the General MIDI SoundFont
 # that the pretty_midi package ships), on CPU, writing everything under runs/demo/.
 # Every step resumes: rerunning `make demo` skips what is already done.
-# Knobs: DEMO_OUT (runs/demo), DEMO_SIZE (small | tiny), DEMO_STEPS (training steps, 400).
+# Knobs: DEMO_OUT (runs/demo), DEMO_SIZE (small | tiny), DEMO_STEPS (training steps, 1200),
+# DEMO_SAMPLES (generated notes, 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${DEMO_OUT:-runs/demo}
 SIZE=${DEMO_SIZE:-small}
-STEPS=${DEMO_STEPS:-400}
+STEPS=${DEMO_STEPS:-1200}
+SAMPLES=${DEMO_SAMPLES:-64}
 CLF_STEPS=${DEMO_CLF_STEPS:-300}
 RUN="$OUT/run"
 mkdir -p "$OUT"
@@ -21,16 +23,20 @@ $PY -m datasets.nsynth_gm --out "$OUT/data" --size "$SIZE" --seed 0 --workers 2
 step "2/9 mels with the universal preset (22.05 kHz analysis, the pretrained vocoder's) -> $OUT/mels"
 $PY scripts/prep_mels.py --input "$OUT/data" --output "$OUT/mels" --workers 2
 
-step "3/9 train a small diffusion model for $STEPS steps -> $RUN"
+# The notes recipe (docs/RECIPE.md): whole notes (344 frames padded to 352), a 2x4 (mel x frame)
+# patch folded into channels, v-prediction with Min-SNR-5 weighting, lr 2e-3 with warm-up, EMA
+# with warm-up.
+step "3/9 train the notes recipe for $STEPS steps -> $RUN"
 OMP_NUM_THREADS=2 $PY scripts/mel_train.py --data_dir "$OUT/mels" --log_dir "$RUN" --max_steps "$STEPS" \
-  --num_channels 32 --num_res_blocks 1 --channel_mult 1,2,2,2 --attention_resolutions 8 \
-  --crop_width 64 --batch_size 8 --lr 3e-4 --ema_rate 0.99 --noise_schedule cosine \
-  --learn_sigma True --save_interval 200 --keep_checkpoints 2 --val_interval 200 --val_samples 16 \
-  --sample_interval 0 --log_interval 50 --num_workers 1 --seed 0
+  --num_channels 32 --num_res_blocks 1 --channel_mult 1,2,2,2 --attention_resolutions "" \
+  --patch_size 2,4 --crop_width 352 --batch_size 8 --lr 2e-3 --lr_warmup_steps 100 \
+  --noise_schedule cosine --predict_v True --snr_gamma 5 --ema_rate 0.995 --ema_warmup True \
+  --save_interval 400 --keep_checkpoints 2 --val_interval 400 --val_samples 16 \
+  --sample_interval 0 --log_interval 100 --num_workers 1 --seed 0
 
-step "4/9 sample 64 spectrograms of 128 frames (DDIM 50) and vocode them with the pretrained HiFi-GAN"
-$PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples 64 \
-  --batch_size 16 --crop_width 128 --seed 0
+step "4/9 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the pretrained HiFi-GAN"
+$PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
+  --batch_size 16 --sampler dpmpp2m --steps 20 --seed 0
 
 step "5/9 losses and bits/dim per split (raw and EMA weights)"
 $PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1
