@@ -7,7 +7,10 @@ Verdict rule (VERDICT_RULE): on every discriminative metric (see evaluation.metr
 note share is one of them when noise fails the note check and real clips pass), the samples'
 position is |generated - floor| / |noise - floor|: 0 at the real-vs-real floor, 1 at noise,
 capped at 1. The median position decides: below NEAR_FLOOR "near floor", above NEAR_NOISE
-"near noise", otherwise "between". No discriminative metric: no verdict.
+"near noise", otherwise "between". The per-sample note check gates the best word: samples
+whose note share sits NEAR_FLOOR or more of the way to noise are at best "between", whatever
+the classifier metrics say (a weak classifier's FD can rate smeared notes as real).
+No discriminative metric: no verdict.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ LOW_NOTE_SHARE = 0.5  # flagged when the samples' note share is below this x the
 VERDICT_RULE = (
     "position = |generated - floor| / |noise - floor| on each discriminative metric (0 = the real-vs-real "
     f"floor, 1 = noise, capped at 1); median position < {NEAR_FLOOR}: near floor, > {NEAR_NOISE}: near "
-    "noise, otherwise between"
+    "noise, otherwise between; near floor also needs the note share's position < "
+    f"{NEAR_FLOOR}"
 )
 NAMES = {
     "fd": "FD",
@@ -69,6 +73,8 @@ def verdict(metrics: dict) -> dict:
     word = (
         "near floor" if median < NEAR_FLOOR else "near noise" if median > NEAR_NOISE else "between"
     )
+    if word == "near floor" and min(pos.get("note_share", 0.0), 1.0) >= NEAR_FLOOR:
+        word = "between"
     return {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
 
 

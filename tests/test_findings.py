@@ -108,6 +108,14 @@ def _metrics(gen, floor, noise, sd=0.1, **extra):
 
 def test_verdict_rule_on_positions():
     assert findings.verdict(_metrics(1.0, 0.0, 10.0))["verdict"] == "near floor"
+    # the note check gates "near floor": classifier metrics at the floor with half the real
+    # clips' note share is "between"
+    gated = _metrics(1.0, 0.0, 10.0)
+    gated["scalars"]["note_share"] = {
+        "generated": 0.35, "floor": 0.7, "noise": 0.0, "floor_sd": 0.05, "discriminative": True,
+    }
+    assert findings.positions(gated)["note_share"] == pytest.approx(0.5)
+    assert findings.verdict(gated)["verdict"] == "between"
     assert findings.verdict(_metrics(5.0, 0.0, 10.0))["verdict"] == "between"
     assert findings.verdict(_metrics(9.0, 0.0, 10.0))["verdict"] == "near noise"
     v = findings.verdict(_metrics(30.0, 0.0, 10.0))  # beyond noise: capped at 1 for the median
