@@ -491,7 +491,8 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
         if dist_util.is_main():
             ckpt.write_args(Path(args["log_dir"]), args, config)
         try:
-            loop.run_loop()
+            with dist_util.stop_on_dead_rank():  # a dead rank: one line, not a hang
+                loop.run_loop()
         finally:
             log.close()
     return loop

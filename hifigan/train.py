@@ -324,7 +324,8 @@ def train(a: argparse.Namespace) -> dict:
     dist_util.setup_dist()
     # One owner per run folder: rank 0 locks --checkpoint_path, the others wait for its answer.
     with lock_run_folder(a.checkpoint_path, "vocoder training", flag="--checkpoint_path"):
-        return _train(a)
+        with dist_util.stop_on_dead_rank():  # a dead rank: one line, not a hang
+            return _train(a)
 
 
 def _train(a: argparse.Namespace) -> dict:
