@@ -29,6 +29,7 @@ import numpy as np
 from melcore.atomic import atomic_open, ensure_dir, save_npy, write_json, write_text
 from melcore.errors import UserError
 from melcore.mel_config import CLIP_RATE, MelConfig, require_match
+from melcore.run_lock import RunLock
 
 SPLITS = ("train", "valid", "test")
 LABEL_KEYS = ("pitch", "velocity", "instrument", "instrument_family", "instrument_source", "qualities")
@@ -417,9 +418,10 @@ def prepare(
     _check_options(options, pack_dtype)
     out = Path(output_dir)
     mode, jobs = collect_jobs(input_dir)
-    _prepare_output(out, config)
-    res = _run_jobs(jobs, config, out, options, workers, f"mels ({mode})", progress)
-    packed = _write_outputs(out, input_dir, config, res, pack, pack_dtype, progress)
+    with RunLock(out, "mel prep", flag="--output"):  # one prep per output folder
+        _prepare_output(out, config)
+        res = _run_jobs(jobs, config, out, options, workers, f"mels ({mode})", progress)
+        packed = _write_outputs(out, input_dir, config, res, pack, pack_dtype, progress)
     if strict and res.rejected:
         raise UserError(
             f"--strict: {len(res.rejected)} input file(s) rejected, first {res.rejected[0]['file']}: "

@@ -29,6 +29,7 @@ from typing import Any
 
 from melcore.atomic import write_json, write_text
 from melcore.errors import UserError
+from melcore.run_lock import RunLock
 
 GRID_KEYS = {"data_dir", "max_steps", "base", "grid", "classifier", "num_samples", "loss_clips", "bpd_clips", "seed"}
 COLUMNS = ("name", "status", "step", "train_loss", "valid_loss", "valid_mse", "valid_bpd", "fd", "ndb_k",
@@ -180,10 +181,13 @@ def what_did_not_work(results: dict[str, dict]) -> list[str]:
 
 def run_grid(grid: dict, out_dir: str | os.PathLike, progress: bool = False) -> dict:
     """Train and evaluate every combination; writes summary.csv, summary.md, experiments.json."""
+    with RunLock(out_dir, "experiments", flag="--out"):  # one grid per folder
+        return _run_grid(grid, Path(out_dir), progress)
+
+
+def _run_grid(grid: dict, out: Path, progress: bool) -> dict:
     from evaluation.pipeline import train_from_args
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name, combo in expand(grid):
         run_dir = out / name

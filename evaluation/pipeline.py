@@ -41,6 +41,7 @@ from melcore.atomic import atomic_open, ensure_dir, save_npy, write_json
 from melcore.errors import UserError
 from melcore.mel_config import MelConfig, require_match
 from melcore.melset import MelSet
+from melcore.run_lock import lock_run_folder
 
 
 # -- spectrogram pictures and sample files --------------------------------------------------------
@@ -204,6 +205,14 @@ def longest_clip(melset: MelSet) -> int:
 
 
 def sample_from_checkpoint(
+    model_path: str | os.PathLike, out_dir: str | os.PathLike, num_samples: int, **kwargs: Any
+) -> tuple[np.ndarray, list[str]]:
+    """mel_sample.py: `_sample_from_checkpoint` while owning `out_dir` (melcore.run_lock)."""
+    with lock_run_folder(out_dir, "sampling", flag="--out_dir"):
+        return _sample_from_checkpoint(model_path, out_dir, num_samples, **kwargs)
+
+
+def _sample_from_checkpoint(
     model_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     num_samples: int,
@@ -473,12 +482,17 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
     """Everything mel_train.py does after parsing flags; resumes when log_dir has checkpoints."""
     dist_util.setup_dist()
     args = check_train_args(args)
-    loop, config, log = build_train_loop(args, progress)
-    # What "a whole clip" is for this run: mel_sample.py samples this many frames by default.
-    args["clip_frames"] = longest_clip(MelSet(args["data_dir"], "train"))
-    # After TrainLoop has loaded any checkpoint: a resume that fails leaves args.json as it was.
-    if dist_util.is_main():
-        ckpt.write_args(Path(args["log_dir"]), args, config)
-    loop.run_loop()
-    log.close()
+    # One owner per run folder: rank 0 locks --log_dir, the other ranks wait for its answer.
+    with lock_run_folder(args["log_dir"], "diffusion training", flag="--log_dir"):
+        loop, config, log = build_train_loop(args, progress)
+        # What "a whole clip" is for this run: mel_sample.py samples this many frames by default.
+        args["clip_frames"] = longest_clip(MelSet(args["data_dir"], "train"))
+        # After TrainLoop has loaded any checkpoint: a resume that fails leaves args.json as it was.
+        if dist_util.is_main():
+            ckpt.write_args(Path(args["log_dir"]), args, config)
+        try:
+            with dist_util.stop_on_dead_rank():  # a dead rank: one line, not a hang
+                loop.run_loop()
+        finally:
+            log.close()
     return loop

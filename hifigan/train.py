@@ -54,6 +54,7 @@ from melcore.atomic import write_json
 from melcore.checkpoint_io import add_trust_flag, load_checkpoint
 from melcore.errors import UserError, cli_main
 from melcore.mel_config import ANALYSIS_FIELDS, MelConfig
+from melcore.run_lock import lock_run_folder
 
 # A resumed or fine-tuned run must keep these: they fix the generator's parameter shapes.
 ARCH_KEYS = (*GENERATOR_KEYS, "num_mels")
@@ -318,13 +319,20 @@ def _run_epochs(run: Run, loader, sampler, validset, a: argparse.Namespace, writ
 
 def train(a: argparse.Namespace) -> dict:
     """Run training per the flags; returns a summary (steps run, losses, validation errors)."""
+    # One process, or many under torchrun / mpiexec (melcore.dist_util): each rank trains on
+    # its shard, gradients are averaged by DDP, only rank 0 writes and validates.
+    dist_util.setup_dist()
+    # One owner per run folder: rank 0 locks --checkpoint_path, the others wait for its answer.
+    with lock_run_folder(a.checkpoint_path, "vocoder training", flag="--checkpoint_path"):
+        with dist_util.stop_on_dead_rank():  # a dead rank: one line, not a hang
+            return _train(a)
+
+
+def _train(a: argparse.Namespace) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     from hifigan.train_data import AudioSegments
 
-    # One process, or many under torchrun / mpiexec (melcore.dist_util): each rank trains on
-    # its shard, gradients are averaged by DDP, only rank 0 writes and validates.
-    dist_util.setup_dist()
     world, main_rank = dist_util.get_world_size(), dist_util.is_main()
     device = str(dist_util.dev()) if world > 1 else a.device
     h, clips, mel_config, out = _prepare_run(a, main_rank)

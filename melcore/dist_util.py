@@ -9,10 +9,12 @@ NCCL is used on GPU and gloo on CPU. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import io
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -24,6 +26,9 @@ from melcore.errors import UserError
 _MPI_ENV_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALRANKID")
 
 _local_rank = 0
+
+# Seconds a collective waits for a rank that stopped responding (see dist_timeout).
+DEFAULT_TIMEOUT_S = 120.0
 
 
 def launched_by_torchrun() -> bool:
@@ -84,7 +89,56 @@ def setup_dist() -> None:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=size)
+    dist.init_process_group(
+        backend=backend, init_method="env://", rank=rank, world_size=size, timeout=dist_timeout()
+    )
+
+
+def dist_timeout() -> datetime.timedelta:
+    """How long a collective waits for a silent rank before the run stops (MELDIFF_DIST_TIMEOUT
+    seconds, default DEFAULT_TIMEOUT_S): a dead rank ends the others in bounded time."""
+    raw = os.environ.get("MELDIFF_DIST_TIMEOUT", "")
+    try:
+        seconds = float(raw) if raw.strip() else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise UserError(f"MELDIFF_DIST_TIMEOUT={raw!r}: not a number of seconds") from None
+    if seconds <= 0:
+        raise UserError(f"MELDIFF_DIST_TIMEOUT={raw!r}: must be positive")
+    return datetime.timedelta(seconds=seconds)
+
+
+def dead_rank_error(exc: BaseException) -> UserError | None:
+    """The one-line UserError for a collective that failed because another rank died or went
+    silent (gloo/NCCL connection reset, closed, or timed out); None for any other error."""
+    if get_world_size() <= 1 or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    lost = ("Connection reset", "Connection closed", "Broken pipe", "Connection refused", "Socket closed")
+    silent = ("timed out", "Timed out", "Timeout", "timeout")
+    if any(m in text for m in lost):
+        why = "its connection was lost"
+    elif any(m in text for m in silent):
+        why = f"no collective answer for {dist_timeout().total_seconds():g} s"
+    else:
+        return None
+    size = get_world_size()
+    who = f"rank {1 - get_rank()}" if size == 2 else f"another of the {size} ranks"
+    return UserError(
+        f"{who} stopped responding ({why}); the run is stopped on rank {get_rank()}, "
+        "rerun the same command to resume from the last checkpoint"
+    )
+
+
+@contextlib.contextmanager
+def stop_on_dead_rank() -> Iterator[None]:
+    """Turn a collective's failure caused by a dead or silent rank into dead_rank_error."""
+    try:
+        yield
+    except RuntimeError as exc:
+        err = dead_rank_error(exc)
+        if err is None:
+            raise
+        raise err from None
 
 
 def cleanup() -> None:

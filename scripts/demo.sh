@@ -13,6 +13,11 @@ STEPS=${DEMO_STEPS:-1200}
 SAMPLES=${DEMO_SAMPLES:-64}
 CLF_STEPS=${DEMO_CLF_STEPS:-300}
 RUN="$OUT/run"
+# One demo per folder: rerun this script under the lock of $OUT (melcore.run_lock); a second
+# `make demo` on the same folder stops at once with one line naming the holder.
+if [ "${DEMO_LOCKED:-}" != "$OUT" ]; then
+  DEMO_LOCKED="$OUT" exec $PY -m melcore.run_lock --hold "$OUT" --what demo -- bash "$0" "$@"
+fi
 mkdir -p "$OUT"
 t0=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - t0 ))s] $*"; }

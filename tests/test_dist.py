@@ -1,7 +1,10 @@
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,61 @@ def test_single_process_needs_no_group_nor_mpi(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert dist_util.launched_by_torchrun() and not dist_util.launched_by_mpi()
+
+
+def _rank_pid(rank: str) -> int | None:
+    """The pid of the mel_train.py process of `rank` (torchrun's RANK or MPI's PMI_RANK)."""
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            env = Path(f"/proc/{d}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mel_train.py" in cmd and (f"RANK={rank}".encode() in env or f"PMI_RANK={rank}".encode() in env):
+            return int(d)
+    return None
+
+
+@pytest.mark.parametrize("launcher,how", [("torchrun", signal.SIGKILL), ("torchrun", signal.SIGSTOP),
+                                          ("mpiexec", signal.SIGKILL)])
+def test_dead_rank_ends_the_others_in_bounded_time(mels, tmp_path, launcher, how):
+    """Rank 1 killed (or frozen) after the first steps: rank 0 stops within the bound instead of
+    hanging; under torchrun it says so in one line (mpiexec's Hydra kills it at once itself)."""
+    if launcher == "mpiexec" and not MPIEXEC.exists():
+        pytest.skip("no mpiexec next to the Python interpreter")
+    run = tmp_path / "run"
+    from tiny_mels import tiny_train_args, to_flags
+
+    flags = to_flags(tiny_train_args(mels, run, max_steps=100000, save_interval=2, log_interval=1000))
+    script = [str(Path(__file__).resolve().parents[1] / "scripts" / "mel_train.py"), *flags]
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+              if launcher == "torchrun" else [str(MPIEXEC), "-n", "2", sys.executable])
+    env = {**_clean_env(), "MELDIFF_DIST_TIMEOUT": "10"}
+    proc = subprocess.Popen([*launch, *script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "model000002.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        victim = _rank_pid("1")
+        assert victim is not None
+        t0 = time.monotonic()
+        os.kill(victim, how)
+        _, err = proc.communicate(timeout=90)
+        took = time.monotonic() - t0
+    finally:
+        if victim is not None:
+            for sig in (signal.SIGKILL, signal.SIGCONT):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim, sig)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert took < 60, f"rank 0 took {took:.0f} s to stop"
+    if launcher == "torchrun":
+        lines = [line for line in err.splitlines() if line.startswith("error: ")]
+        why = "its connection was lost" if how == signal.SIGKILL else "no collective answer for 10 s"
+        assert lines == [f"error: rank 1 stopped responding ({why}); the run is stopped on rank 0, "
+                         "rerun the same command to resume from the last checkpoint"], err[-3000:]
