@@ -1,14 +1,12 @@
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tiny_mels import make_melset, tiny_config, tiny_train_args
+from tiny_mels import make_melset, run_cli, tiny_config, tiny_train_args
 
 from evaluation.pipeline import sample_from_checkpoint, train_from_args
 from improved_diffusion.sampling import sample_mels
@@ -16,27 +14,6 @@ from improved_diffusion.sampling import sample_mels
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def run_cli(name, argv, monkeypatch, capsys):
-    """Run scripts/<name>.py main() in this process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", [name, *map(str, argv)])
-    code = 0
-    try:
-        _script(name).main()
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 
 
 @pytest.fixture(scope="module")

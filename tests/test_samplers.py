@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_mels import make_melset, tiny_train_args
+from tiny_mels import make_melset, run_cli, tiny_train_args
 
 from improved_diffusion import gaussian_diffusion as gd
 from improved_diffusion.samplers import (
@@ -365,24 +365,6 @@ def test_run_sampler_matches_k_diffusion_discrete_eps_denoiser(k_diffusion, sche
 # ------------------------------------------------------------------ mel_sample.py and sample_mels
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def run_cli(argv, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["mel_sample", *map(str, argv)])
-    code = 0
-    try:
-        _script("mel_sample").main()
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from evaluation.pipeline import train_from_args
@@ -399,6 +381,7 @@ def run_dir(tmp_path_factory):
 def test_cli_sampler_flags(run_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
     code, stdout, err = run_cli(
+        "mel_sample",
         [
             "--model_path",
             run_dir,
@@ -435,6 +418,7 @@ def test_cli_sampler_flags(run_dir, tmp_path, monkeypatch, capsys):
         (["--sampler", "ddim", "--timestep_respacing", "ddim5"], "--timestep_respacing"),
     ):
         code, _, err = run_cli(
+            "mel_sample",
             ["--model_path", run_dir, "--out_dir", tmp_path / "e", *argv], monkeypatch, capsys
         )
         assert code == 2 and msg in err and err.count("\n") == 1 and err.startswith("error:"), (

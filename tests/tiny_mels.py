@@ -72,3 +72,22 @@ def tiny_train_args(data_dir, log_dir, **overrides) -> dict:
 
 def to_flags(args: dict) -> list[str]:
     return [x for k, v in args.items() for x in (f"--{k}", str(v))]
+
+
+def run_cli(name, argv, monkeypatch, capsys):
+    """Run scripts/<name>.py main() in this process; returns (exit code, stdout, stderr)."""
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(name, root / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [name, *map(str, argv)])
+    code = 0
+    try:
+        module.main()
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
