@@ -456,7 +456,7 @@ def design_paragraphs(runs: list[Run], data_dir: Path | None, griffin_lim: bool)
              f"{target}, learned variance {bool(a.get('learn_sigma'))}, Min-SNR gamma {a.get('snr_gamma', 0) or 'off'}; "
              f"trained {(runs[0].losses or {}).get('step', a.get('max_steps', '?'))} steps, batch "
              f"{a.get('batch_size', '?')}, lr {a.get('lr', '?')}, EMA {a.get('ema_rate', '?')}, seed {a.get('seed', '?')}.")
-    voc = ("Griffin-Lim (60 iterations)" if griffin_lim or cfg.get("preset") != "universal"
+    voc = ("Griffin-Lim" if griffin_lim or cfg.get("preset") != "universal"
            else "the pretrained HiFi-GAN UNIVERSAL_V1 (jik876/hifi-gan)")
     vocoder = f"Vocoder: {voc}. Full tables, all flags and every clip's audio: index.html beside this file."
     return [data, mel, model, vocoder]
