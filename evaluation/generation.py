@@ -150,6 +150,24 @@ def continuation(
 
 
 # -- file edges ------------------------------------------------------------------------------
+def pick_endpoints(melset_root: str | os.PathLike, split: str = "test",
+                   min_semitones: int = 7) -> tuple[Path, Path]:
+    """Two clips of `split` worth interpolating between: different instrument_family and pitches
+    at least `min_semitones` apart. Deterministic: the first such pair in manifest-id order."""
+    from melcore.melset import read_manifest
+
+    root = Path(melset_root)
+    entries = sorted((e for e in read_manifest(root / "manifest.jsonl") if e.get("split") == split),
+                     key=lambda e: e["id"])
+    for i, a in enumerate(entries):
+        for b in entries[i + 1:]:
+            if (a.get("instrument_family") != b.get("instrument_family")
+                    and abs(int(a.get("pitch", 0)) - int(b.get("pitch", 0))) >= min_semitones):
+                return root / split / f"{a['id']}.npy", root / split / f"{b['id']}.npy"
+    raise UserError(f"{root}: no two {split} clips differ in instrument_family and by {min_semitones}+ "
+                    "semitones; pass --a and --b")
+
+
 def load_mel_input(path: str | os.PathLike, config, width: int) -> torch.Tensor:
     """A log-mel .npy [num_mels, frames] -> normalised [1, 1, num_mels, width] (first `width`
     frames; shorter ones padded with the log floor)."""

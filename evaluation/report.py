@@ -143,18 +143,24 @@ def setup_section(rep: Report, runs: list[Run]) -> None:
     rep.section("Setup", body, md)
 
 
+def split_counts(data_dir: Path | None) -> dict[str, int]:
+    """Clips per split of a mel set's manifest ({} without one)."""
+    counts: dict[str, int] = {}
+    manifest = data_dir / "manifest.jsonl" if data_dir is not None else None
+    if manifest is not None and manifest.is_file():
+        for line in manifest.read_text().splitlines():
+            if line.strip():
+                split = json.loads(line).get("split", "?")
+                counts[split] = counts.get(split, 0) + 1
+    return counts
+
+
 def data_section(rep: Report, data_dir: Path | None) -> None:
     if data_dir is None or not data_dir.is_dir():
         rep.section("Data", NOT_COMPUTED, "not computed\n")
         return
     stats = _read_json(data_dir / "stats.json")
-    counts: dict[str, int] = {}
-    manifest = data_dir / "manifest.jsonl"
-    if manifest.is_file():
-        for line in manifest.read_text().splitlines():
-            if line.strip():
-                split = json.loads(line).get("split", "?")
-                counts[split] = counts.get(split, 0) + 1
+    counts = split_counts(data_dir)
     rows = [[s, n] for s, n in sorted(counts.items())]
     body = f"<p>mel set: <code>{escape(str(data_dir))}</code></p>" + (table(["split", "clips"], rows) if rows else NOT_COMPUTED)
     if isinstance(stats, dict):
@@ -418,6 +424,108 @@ def _copy_synthesis_results(path: str | os.PathLike | None) -> dict | None:
     return result
 
 
+# -- report.pdf ------------------------------------------------------------------------------------
+def _soundfont_note(data_dir: Path | None) -> str:
+    """'rendered from X (sha256 ...)' when the mel set's source is an NSynth-GM render that says so."""
+    stats = _read_json(data_dir / "stats.json") if data_dir else None
+    root = stats.get("source_root") if isinstance(stats, dict) else None
+    meta = _read_json(Path(root) / "nsynth_gm.json") if root else None
+    sf = (meta or {}).get("soundfont") if isinstance(meta, dict) else None
+    if not isinstance(sf, dict):
+        return ""
+    return f" rendered from the SoundFont {Path(str(sf.get('path'))).name} (sha256 {str(sf.get('sha256'))[:12]}...)"
+
+
+def design_paragraphs(runs: list[Run], data_dir: Path | None, griffin_lim: bool) -> list[str]:
+    a, cfg = runs[0].args, runs[0].mel_config
+    counts = split_counts(data_dir)
+    total = sum(counts.values())
+    split = ", ".join(f"{s} {counts[s]}" for s in sorted(counts, key=lambda s: SPLIT_ORDER.index(s)
+                                                             if s in SPLIT_ORDER else 9))
+    data = (f"Data: {total} single notes ({split}; NSynth-style, split by instrument){_soundfont_note(data_dir)}, "
+            f"mel set {data_dir.name if data_dir else '?'}." if total else "Data: the mel set was not found.")
+    mel = (f"Mel: preset {cfg.get('preset', '?')}, {cfg.get('sampling_rate', '?')} Hz, n_fft {cfg.get('n_fft', '?')}, "
+           f"hop {cfg.get('hop_size', '?')}, {cfg.get('num_mels', '?')} mel bins {cfg.get('fmin', '?')}-"
+           f"{cfg.get('fmax', '?')} Hz; log-mel mapped linearly from [{cfg.get('mel_min', '?')}, "
+           f"{cfg.get('mel_max', '?')}] to [-1, 1] for the diffusion." if cfg else "Mel: no mel config recorded.")
+    target = "v" if a.get("predict_v") else "x0" if a.get("predict_xstart") else "epsilon"
+    model = (f"Model: improved-diffusion UNet on [{cfg.get('num_mels', '?')} x {a.get('crop_width', '?')}] crops, "
+             f"{a.get('num_channels', '?')} base channels x ({a.get('channel_mult', '?')}), "
+             f"{a.get('num_res_blocks', '?')} res block(s) per level, attention at {a.get('attention_resolutions') or 'none'}; "
+             f"{a.get('diffusion_steps', '?')} diffusion steps, {a.get('noise_schedule', '?')} schedule, predicts "
+             f"{target}, learned variance {bool(a.get('learn_sigma'))}, Min-SNR gamma {a.get('snr_gamma', 0) or 'off'}; "
+             f"trained {(runs[0].losses or {}).get('step', a.get('max_steps', '?'))} steps, batch "
+             f"{a.get('batch_size', '?')}, lr {a.get('lr', '?')}, EMA {a.get('ema_rate', '?')}, seed {a.get('seed', '?')}.")
+    voc = ("Griffin-Lim" if griffin_lim or cfg.get("preset") != "universal"
+           else "the pretrained HiFi-GAN UNIVERSAL_V1 (jik876/hifi-gan)")
+    vocoder = f"Vocoder: {voc}. Full tables, all flags and every clip's audio: index.html beside this file."
+    return [data, mel, model, vocoder]
+
+
+def loss_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "split", "loss raw", "loss EMA", "mse EMA", "bpd EMA"]
+    rows = []
+    for r in runs:
+        weights = (r.losses or {}).get("weights") or {}
+        splits = sorted({s for w in weights.values() for s in (w.get("splits") or {})},
+                        key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 9, s))
+        for s in splits:
+            raw = ((weights.get("raw") or {}).get("splits") or {}).get(s) or {}
+            ema = ((weights.get("ema") or {}).get("splits") or {}).get(s) or {}
+            rows.append([r.label[:24], s, _fmt(raw.get("loss")), _fmt(ema.get("loss")), _fmt(ema.get("mse")),
+                         _fmt(ema.get("bpd"))])
+    return header, rows
+
+
+def pdf_content(runs: list[Run], data_dir: Path | None, real: list[tuple[str, np.ndarray]], found: dict,
+                exp_summary: dict | None, griffin_lim: bool, n_generated: int = 8):
+    from evaluation.losses import read_progress
+    from evaluation.report_pdf import PdfContent
+
+    cfg = runs[0].mel_config
+    c = PdfContent(title="mel-diffusion: " + ", ".join(r.label for r in runs),
+                   design=design_paragraphs(runs, data_dir, griffin_lim), loss_header=[], loss_rows=[],
+                   mel_range=(float(cfg.get("mel_min", -12.0)), float(cfg.get("mel_max", 3.0))),
+                   findings=list(found["sentences"]), did_not_work=list(found["did_not_work"]),
+                   caveats=list(found.get("caveats") or []))
+    c.loss_header, c.loss_rows = loss_rows(runs)
+    for r in runs:
+        series = read_progress(r.path)
+        keep = {k: v for k, v in series.items() if k in ("loss", "val_loss")}
+        if keep:
+            c.curves.append((r.label, keep))
+    if isinstance(exp_summary, dict) and exp_summary.get("rows"):
+        from evaluation.experiments import COLUMNS
+
+        cols = [k for k in COLUMNS if k in ("name", "status", "step", "train_loss", "valid_loss", "fd", "ndb_k",
+                                             "is_pitch")]
+        c.experiment_header = cols
+        c.experiment_rows = [[_fmt(row.get(k)) for k in cols] for row in exp_summary["rows"]]
+        grid = exp_summary.get("grid") or {}
+        c.experiment_note = (f"{len(c.experiment_rows)} configurations, {grid.get('max_steps', '?')} training steps "
+                             "each; every arm's flags and seed are in experiments.json.")
+    c.real = [m for _, m in real[:4]]
+    for r in runs:
+        sd = samples_dir(r)
+        if sd:
+            c.generated = [np.load(p) for p in _npys(sd, "sample_*.npy", n_generated)]
+            c.generated_label = "generated" if len(runs) == 1 else f"gen. {r.label[:12]}"
+            break
+    for r in runs:
+        d = r.path / "interp"
+        files = sorted(d.glob("interp_*.npy")) if d.is_dir() else []
+        if files:
+            info = _read_json(d / "interpolation.json") or {}
+            c.interp = [np.load(p) for p in files]
+            alphas = info.get("alphas") or []
+            c.interp_titles = ([f"a ({alphas[0]:.2f})" if alphas else "a"]
+                               + [f"{x:.2f}" for x in alphas[1:-1]] + ([f"b ({alphas[-1]:.2f})"] if alphas else []))
+            ends = info.get("endpoints") or {}
+            c.interp_note = (f"a = {ends['a']}, b = {ends['b']}." if "a" in ends and "b" in ends else "")
+            break
+    return c
+
+
 # -- real clips ------------------------------------------------------------------------------------
 def real_examples(data_dir: Path | None, width: int, n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """A few held-out (valid, else test, else train) crops of `width` frames, log-mel."""
@@ -484,8 +592,6 @@ def make_report(
                                 _copy_synthesis_results(copy_synthesis_results),
                                 exp_summary if isinstance(exp_summary, dict) else None)
     findings_section(rep, found)
-    setup_section(rep, runs)
-    data_section(rep, data)
     losses_section(rep, runs)
     curves_section(rep, runs)
     metrics_section(rep, runs)
@@ -495,11 +601,18 @@ def make_report(
     zero_shot_section(rep, runs)
     experiments_section(rep, Path(experiments) if experiments else None)
     did_not_work_section(rep, runs, found)
+    setup_section(rep, runs)  # the long tables (every flag, stats.json) close the appendix
+    data_section(rep, data)
     css = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;"
            "margin:.5em 0;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
            ".nc{color:#999;font-style:italic}figure.clip{display:inline-block;margin:4px}figcaption{font-size:11px}")
     html = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{css}</style></head><body><h1>{escape(title)}</h1>" + "".join(rep.html) + "</body></html>\n")
+            f"<style>{css}</style></head><body><h1>{escape(title)}</h1>"
+            '<p>The two-page summary: <a href="report.pdf">report.pdf</a>. This page is the full appendix '
+            "(every table, every clip).</p>" + "".join(rep.html) + "</body></html>\n")
+    from evaluation.report_pdf import write_pdf
+
+    write_pdf(pdf_content(runs, data, real, found, exp_summary, griffin_lim), out / "report.pdf")
     write_text(out / "index.html", html)
     write_text(out / "report.md", f"# {title}\n\n" + "\n".join(rep.md))
     write_json(out / "report.json", found)

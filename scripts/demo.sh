@@ -53,9 +53,8 @@ step "7/9 audio metrics of the samples, with the real-vs-real floor"
 $PY scripts/audio_metrics.py --real "$OUT/mels" --generated "$RUN/samples" \
   --classifier "$OUT/classifier" --out "$RUN/metrics.json"
 
-step "8/9 interpolate between two held-out notes (DDIM inversion + slerp)"
-mapfile -t ENDS < <(ls "$OUT/mels/test/"*.npy | head -n 2)
-$PY scripts/interpolate.py --model_path "$RUN" --a "${ENDS[0]}" --b "${ENDS[1]}" --steps 5 --timestep_respacing ddim25 \
+step "8/9 interpolate between two held-out notes of different families, 7+ semitones apart (DDIM inversion + slerp)"
+$PY scripts/interpolate.py --model_path "$RUN" --data_dir "$OUT/mels" --pick_endpoints --steps 5 --timestep_respacing ddim25 \
   --out_dir "$RUN/interp"
 
 step "9/9 report"

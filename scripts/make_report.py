@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     index = make_report(a.run_dirs, a.out, a.data_dir, a.experiments, a.audio_root, a.examples,
                         vocode_real=not a.no_copy_synthesis, griffin_lim=a.griffin_lim,
                         copy_synthesis_results=a.copy_synthesis)
-    print(f"wrote {index}, {index.parent / 'report.md'} and {index.parent / 'report.json'}")
+    print(f"wrote {index}, {index.parent / 'report.pdf'}, {index.parent / 'report.md'} and {index.parent / 'report.json'}")
 
 
 if __name__ == "__main__":

@@ -102,3 +102,35 @@ def test_variations_script_continue(tiny, tmp_path):
                                       "--timestep_respacing", "5", "--no_audio"]) == 0
     out = np.load(tmp_path / "o" / "continue_01.npy")
     np.testing.assert_allclose(out[:, :8], SMALL.denormalize(a[0, 0].numpy())[:, :8], atol=1e-4)
+
+
+def test_pick_endpoints(tmp_path):
+    from eval_helpers import make_melset
+
+    from melcore.errors import UserError
+
+    # pitches cycle 40, 60, 80; families 0 for the first three clips, then 2
+    root = make_melset(tmp_path / "m", {"train": 2, "test": 6}, config=SMALL, frames=16)
+    a, b = gen.pick_endpoints(root)
+    assert (a.name, b.name) == ("test_000.npy", "test_004.npy")  # test_003 shares test_000's pitch
+    assert a.is_file() and b.is_file() and gen.pick_endpoints(root) == (a, b)
+    assert gen.pick_endpoints(root, min_semitones=40)[1].name == "test_005.npy"
+    one_family = make_melset(tmp_path / "one", {"test": 3}, families=(1,), config=SMALL, frames=16)
+    with pytest.raises(UserError, match="no two test clips"):
+        gen.pick_endpoints(one_family)
+
+
+def test_interpolate_script_picks_endpoints(tiny, tmp_path, capsys):
+    from eval_helpers import make_melset
+
+    root = tiny[0]
+    mels = make_melset(tmp_path / "m", {"test": 6}, config=SMALL, frames=16)
+    out = tmp_path / "interp"
+    cmd = ["--model_path", str(root / "run"), "--data_dir", str(mels), "--pick_endpoints", "--steps", "3",
+           "--out_dir", str(out), "--timestep_respacing", "ddim5", "--griffin_lim"]
+    assert run_script("interpolate", cmd) == 0
+    info = json.loads((out / "interpolation.json").read_text())
+    assert info["endpoints"] == {"a": "test_000", "b": "test_004"}
+    capsys.readouterr()
+    assert run_script("interpolate", cmd[:2] + ["--steps", "3", "--out_dir", str(out)]) == 2
+    assert "--pick_endpoints" in capsys.readouterr().err

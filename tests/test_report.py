@@ -152,3 +152,65 @@ def test_findings_verdict_and_report_json(tmp_path):
         assert text in dnw
     html = (out / "index.html").read_text()
     assert "Not discriminative at this N" in html and "spectral flatness" in html
+
+
+def _pdf_pages(path: Path) -> list[str]:
+    pypdf = pytest.importorskip("pypdf")
+    return [p.extract_text() for p in pypdf.PdfReader(str(path)).pages]
+
+
+def test_pdf_two_pages_before_references(report):
+    out, _ = report
+    html = (out / "index.html").read_text()
+    assert 'href="report.pdf"' in html
+    pages = _pdf_pages(out / "report.pdf")
+    ref_page = next(i for i, t in enumerate(pages) if t.lstrip().startswith("References"))
+    assert 1 <= ref_page <= 2 and ref_page == len(pages) - 1
+    body = " ".join(" ".join(pages[:ref_page]).split())
+    assert "Losses per split" in body and "What did not work" in body and "failed (boom)" in body
+    assert "Heusel" in pages[-1] and "Nichol" in pages[-1]
+    # the long tables moved to the end of the appendix
+    assert html.index("What did not work") < html.index("<h2>Setup</h2>") < html.index("stats.json")
+
+
+def test_pdf_says_the_verdict(tmp_path):
+    from evaluation.report_pdf import PdfContent, write_pdf
+
+    verdict = "run: The samples are near noise: on the 9 discriminative metrics their median position is 0.89."
+    c = PdfContent("t", ["design " * 30], ["run", "split", "loss"], [["r", "train", "0.5"]], findings=[verdict])
+    pages = _pdf_pages(write_pdf(c, tmp_path / "r.pdf"))
+    assert verdict in " ".join(" ".join(pages).split()) and pages[-1].lstrip().startswith("References")
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_pdf_layout_fits_and_cuts_at_two_pages():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from evaluation import report_pdf as rp
+
+    rng = np.random.default_rng(0)
+    mel = [rng.uniform(-12, 3, (16, 32)) for _ in range(8)]
+    long = "A finding with a_very_long_path/" + "x" * 200 + " and many words " * 40
+    c = rp.PdfContent("title " * 5, [long] * 4, ["run", "split", "loss"], [["r" * 90, "train", "0.5"]] * 6,
+                      curves=[("r", {"loss": (np.arange(1, 5), np.array([1.0, 0.8, 0.7, 0.6]))})],
+                      real=mel[:4], generated=mel, interp=mel[:7], interp_titles=[str(i) for i in range(7)],
+                      findings=[long] * 3, did_not_work=[long] * 40)
+    flow = rp.layout(c)
+    assert len(flow.pages) == rp.MAX_BODY_PAGES + 1  # cut, then the references page
+    body_text = [t.get_text() for f in flow.pages[:-1] for t in f.texts]
+    assert "(the rest is in index.html)" in body_text
+    for fig, boxes in zip(flow.pages, flow.boxes):
+        for i, b in enumerate(boxes):
+            assert rp.MARGIN - 1e-6 <= b[0] and b[2] <= rp.PAGE_W - rp.MARGIN + 1e-6
+            assert rp.MARGIN - 1e-6 <= b[1] and b[3] <= rp.PAGE_H - rp.MARGIN + 1e-6
+            assert not any(_overlap(b, o) for o in boxes[:i]), (b, boxes)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        page = fig.bbox
+        extents = [t.get_window_extent(renderer) for t in fig.texts if t.get_text()]
+        for e in extents:  # what the renderer draws stays on the page, inside the margins
+            assert e.x0 >= page.x0 + 0.5 * rp.MARGIN * fig.dpi and e.x1 <= page.x1 - 0.5 * rp.MARGIN * fig.dpi
+        for i, e in enumerate(extents):
+            assert not any(e.overlaps(o) and e.intersection(e, o).height > 1 for o in extents[:i])
