@@ -16,7 +16,7 @@ RUN="$OUT/run"
 # One demo per folder: rerun this script under the lock of $OUT (melcore.run_lock); a second
 # `make demo` on the same folder stops at once with one line naming the holder.
 if [ "${DEMO_LOCKED:-}" != "$OUT" ]; then
-  DEMO_LOCKED="$OUT" exec $PY -m melcore.run_lock --hold "$OUT" --what demo -- bash "$0" "$@"
+  DEMO_LOCKED="$OUT" exec $PY -m melcore.run_lock --hold "$OUT" --what demo -- bash scripts/demo.sh "$@"
 fi
 mkdir -p "$OUT"
 t0=$(date +%s)
