@@ -10,12 +10,20 @@ tinysoundfont: one note per file, 3 s held + 1 s release = 4 s at 16 kHz mono, 1
 Splits are by instrument (as NSynth does). Renders that are silent or clipped are dropped and
 counted. A rerun skips WAVs that are already complete; examples.json is written last.
 
+`--soundfont PATH` renders the same note plan from any other General MIDI SoundFont (for
+zero-shot evaluation on instruments a model never heard). `OUT/nsynth_gm.json` records which
+SoundFont made the set (path, name, sha256, bytes) with the size and seed; a rerun into a folder
+rendered from a different SoundFont is refused rather than mixing the two.
+
     python -m datasets.nsynth_gm --out data/nsynth-gm --size small --workers 2
+    python -m datasets.nsynth_gm --out data/nsynth-fluid --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import sys
@@ -26,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from melcore.atomic import write_json
-from melcore.errors import UserError, cli_main
+from melcore.errors import UserError, cli_main, one_line
 
 SAMPLE_RATE = 16000
 HOLD_SECONDS = 3
@@ -146,13 +154,82 @@ class Note:
         return f"{self.instrument_str}-{self.pitch:03d}-{self.velocity:03d}"
 
 
+SIDECAR = "nsynth_gm.json"
+
+
 def soundfont_path() -> Path:
+    """The default SoundFont: TimGM6mb.sf2, bundled with pretty_midi."""
     import pretty_midi
 
     path = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
     if not path.is_file():
         raise UserError(f"{path}: pretty_midi ships no TimGM6mb.sf2; reinstall pretty_midi")
     return path
+
+
+def resolve_soundfont(path: str | os.PathLike | None = None) -> Path:
+    """The SoundFont to render from (the bundled default when `path` is None), checked.
+
+    A missing file, one that is not a RIFF 'sfbk' file, one shorter than its RIFF header says
+    (truncated) or one tinysoundfont cannot load raises a one-line UserError naming the file."""
+    if path is None:
+        return soundfont_path()
+    path = Path(path).expanduser().resolve()
+    fix = "give --soundfont a General MIDI SoundFont (.sf2)"
+    if not path.exists():
+        raise UserError(f"--soundfont {path}: no such file; {fix}")
+    if not path.is_file():
+        raise UserError(f"--soundfont {path}: not a file; {fix}")
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise UserError(f"--soundfont {path}: not a SoundFont (no RIFF 'sfbk' header); {fix}")
+    declared = int.from_bytes(head[4:8], "little") + 8
+    actual = path.stat().st_size
+    if actual < declared:
+        raise UserError(f"--soundfont {path}: truncated ({actual} of {declared} bytes); "
+                        "copy or download it again")
+    import tinysoundfont
+
+    try:
+        tinysoundfont.Synth(samplerate=SAMPLE_RATE).sfload(str(path))
+    except Exception as exc:  # tinysoundfont raises RuntimeError for a malformed file
+        raise UserError(f"--soundfont {path}: tinysoundfont cannot load it ({one_line(exc)}); "
+                        f"{fix}") from None
+    return path
+
+
+def soundfont_info(path: Path) -> dict:
+    """What identifies a SoundFont: its path, file name, sha256 and size in bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": str(path), "name": path.name, "sha256": digest.hexdigest(),
+            "bytes": path.stat().st_size}
+
+
+def _check_reuse(out: Path, info: dict) -> None:
+    """Refuse to render into a folder whose WAVs came from a different SoundFont.
+
+    Folders rendered before the sidecar existed were all rendered from the bundled default."""
+    sidecar = out / SIDECAR
+    if sidecar.is_file():
+        try:
+            previous = json.loads(sidecar.read_text())["soundfont"]
+            old_sha, old_name = str(previous["sha256"]), str(previous.get("path") or previous["name"])
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{sidecar}: unreadable record of the SoundFont this folder was "
+                            "rendered from; choose another --out") from None
+    elif any(out.glob("nsynth-gm-*/audio/*.wav")):
+        default = soundfont_path()
+        old_sha, old_name = soundfont_info(default)["sha256"], f"{default} (no {SIDECAR}: an older render)"
+    else:
+        return
+    if old_sha != info["sha256"]:
+        raise UserError(f"{out}: rendered from the SoundFont {old_name} (sha256 {old_sha[:12]}...), "
+                        f"not {info['path']} (sha256 {info['sha256'][:12]}...); its WAVs would be "
+                        "reused; choose another --out for this SoundFont")
 
 
 def programs() -> list[int]:
@@ -202,25 +279,29 @@ def split_instruments(program_ids: list[int], seed: int) -> dict[int, str]:
 _SYNTH = None
 
 
-def _worker_init(gain_db: float) -> None:
+def _worker_init(gain_db: float, soundfont: str) -> None:
     global _SYNTH
     import tinysoundfont
 
     # Keep each worker single-threaded; parallelism comes from processes.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     synth = tinysoundfont.Synth(gain=gain_db, samplerate=SAMPLE_RATE)
-    sfid = synth.sfload(str(soundfont_path()))
+    sfid = synth.sfload(soundfont)
     _SYNTH = (synth, sfid)
 
 
-def render_note(note: Note) -> np.ndarray:
-    """The note's 4 s of float32 mono audio at 16 kHz (needs _worker_init in this process)."""
+def render_note(note: Note) -> np.ndarray | None:
+    """The note's 4 s of float32 mono audio at 16 kHz (needs _worker_init in this process);
+    None when the SoundFont has no preset for the note's program (bank 0)."""
     synth, sfid = _SYNTH
     # sounds_off only starts a fast fade; rendering a few samples retires those voices so
     # the note sounds the same whatever was rendered before it (checked against a fresh Synth).
     synth.sounds_off()
     synth.generate(256)
-    synth.program_select(0, sfid, 0, note.program)
+    try:
+        synth.program_select(0, sfid, 0, note.program)
+    except RuntimeError:  # a SoundFont that is not complete General MIDI
+        return None
     synth.noteon(0, note.pitch, note.velocity)
     held = np.frombuffer(synth.generate(HOLD_SECONDS * SAMPLE_RATE), dtype=np.float32)
     synth.noteoff(0, note.pitch)
@@ -314,7 +395,7 @@ def _render_job(job: tuple[Note, str, int]) -> tuple[Note, dict | None, str, boo
     if y is not None:
         return note, example_record(note, y, index), "", True
     y = render_note(note)
-    reason = reject_reason(y)
+    reason = "no preset" if y is None else reject_reason(y)
     if reason:
         return note, None, reason, False
     # No fsync: the rename is still atomic and a rerun re-checks every WAV's length.
@@ -331,17 +412,24 @@ def build(
     workers: int = 1,
     gain_db: float = DEFAULT_GAIN_DB,
     progress: bool = True,
+    soundfont: str | os.PathLike | None = None,
 ) -> dict:
-    """Render the set under `out`; returns counts, the rejects by reason and the speed."""
+    """Render the set under `out` from `soundfont` (None: the bundled TimGM6mb.sf2); returns
+    counts, the rejects by reason, the speed and the SoundFont's identity."""
     from tqdm import tqdm
 
     out = Path(out)
     notes = plan_notes(size)
+    sf_path = resolve_soundfont(soundfont)
+    sf_info = soundfont_info(sf_path)
+    _check_reuse(out, sf_info)
     split_of = split_instruments([n.program for n in notes], seed)
     jobs = [(n, str(out / f"nsynth-gm-{split_of[n.program]}" / "audio" / f"{n.note_str}.wav"), i)
             for i, n in enumerate(notes)]
     for split in SPLITS:
         (out / f"nsynth-gm-{split}" / "audio").mkdir(parents=True, exist_ok=True)
+    # Before any WAV: an interrupted render still says which SoundFont its WAVs came from.
+    write_json(out / SIDECAR, {"soundfont": sf_info, "size": size, "seed": seed, "gain_db": gain_db})
 
     examples: dict[str, dict] = {s: {} for s in SPLITS}
     rejected: dict[str, int] = {}
@@ -352,12 +440,12 @@ def build(
     workers = max(1, int(workers))
     bar = tqdm(total=len(jobs), desc=f"render nsynth-gm {size}", unit="note", disable=not progress)
     if workers == 1:
-        _worker_init(gain_db)
+        _worker_init(gain_db, str(sf_path))
         results = map(_render_job, jobs)
         pool = None
     else:
         pool = mp.get_context("fork" if sys.platform != "win32" else "spawn").Pool(
-            workers, initializer=_worker_init, initargs=(gain_db,))
+            workers, initializer=_worker_init, initargs=(gain_db, str(sf_path)))
         results = pool.imap_unordered(_render_job, jobs, chunksize=16)
     try:
         for note, record, reason, was_reused in results:
@@ -390,6 +478,7 @@ def build(
         "notes_per_s": len(notes) / seconds if seconds > 0 else float("inf"),
         "cpu_seconds": cpu,
         "notes_per_cpu_s": len(notes) / cpu if cpu > 0 else float("inf"),
+        "soundfont": sf_info,
     }
 
 
@@ -401,13 +490,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the instrument split")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--gain_db", type=float, default=DEFAULT_GAIN_DB)
+    ap.add_argument("--soundfont", default=None, metavar="PATH",
+                    help="General MIDI SoundFont (.sf2) to render from (default: pretty_midi's "
+                         "bundled TimGM6mb.sf2)")
     args = ap.parse_args(argv)
-    r = build(args.out, args.size, args.seed, args.workers, args.gain_db)
+    r = build(args.out, args.size, args.seed, args.workers, args.gain_db,
+              soundfont=args.soundfont)
+    sf = r["soundfont"]
     rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "none"
     print(f"nsynth-gm {args.size}: {r['kept']} notes kept of {r['planned']} "
           f"(train {r['splits']['train']}, valid {r['splits']['valid']}, test {r['splits']['test']}; "
           f"{r['reused']} reused), dropped: {rej}; {r['notes_per_s']:.0f} notes/s "
-          f"({r['notes_per_cpu_s']:.0f} per CPU-second) in {r['seconds']:.1f} s -> {args.out}")
+          f"({r['notes_per_cpu_s']:.0f} per CPU-second) in {r['seconds']:.1f} s from the SoundFont "
+          f"{sf['name']} (sha256 {sf['sha256'][:12]}...) -> {args.out}")
 
 
 if __name__ == "__main__":

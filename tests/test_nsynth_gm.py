@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 
@@ -119,3 +120,90 @@ def test_plan_sizes_and_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         gm.main(["--out", str(tmp_path), "--size", "huge"])
     assert exc.value.code == 2
+
+
+def sf_copy(tmp_path, name, tail=b""):
+    """A copy of the bundled SoundFont under another name, with `tail` appended (a different
+    sha256 that tinysoundfont still loads)."""
+    path = tmp_path / name
+    path.write_bytes(gm.soundfont_path().read_bytes() + tail)
+    return path
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        gm.main(argv)
+    err = capsys.readouterr().err.strip()
+    return exc.value.code, err
+
+
+def test_other_soundfont_is_recorded_and_not_mixed(tiny, tmp_path, capsys):
+    out, _ = tiny
+    default = json.loads((out / gm.SIDECAR).read_text())
+    assert default["soundfont"]["path"] == str(gm.soundfont_path())
+    assert (default["size"], default["seed"]) == ("tiny", 0)
+    # A renamed copy renders the same plan to the same bytes; the sidecar names the copy.
+    copy = sf_copy(tmp_path, "renamed.sf2")
+    new = tmp_path / "out"
+    gm.main(["--out", str(new), "--size", "tiny", "--workers", "1", "--soundfont", str(copy)])
+    assert "renamed.sf2" in capsys.readouterr().out
+    assert load_examples(new) == load_examples(out)
+    wavs = sorted(p.relative_to(out) for p in out.glob("nsynth-gm-*/audio/*.wav"))
+    assert wavs == sorted(p.relative_to(new) for p in new.glob("nsynth-gm-*/audio/*.wav"))
+    assert all((new / w).read_bytes() == (out / w).read_bytes() for w in wavs)
+    meta = json.loads((new / gm.SIDECAR).read_text())
+    data = copy.read_bytes()
+    assert meta["soundfont"] == {"path": str(copy.resolve()), "name": "renamed.sf2",
+                                 "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert meta["soundfont"]["sha256"] == default["soundfont"]["sha256"]
+    assert (meta["size"], meta["seed"]) == ("tiny", 0)
+    # Another SoundFont into the same folder is refused, naming both; nothing changes.
+    other = sf_copy(tmp_path, "other.sf2", tail=b"padding")
+    before = (new / gm.SIDECAR).read_bytes()
+    code, err = run_main(["--out", str(new), "--size", "tiny", "--soundfont", str(other)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(copy.resolve()) in err and str(other.resolve()) in err and "--out" in err
+    assert (new / gm.SIDECAR).read_bytes() == before
+
+
+def test_older_render_without_sidecar_counts_as_the_default(tmp_path):
+    (tmp_path / "nsynth-gm-train" / "audio").mkdir(parents=True)
+    (tmp_path / "nsynth-gm-train" / "audio" / "x.wav").write_bytes(b"")
+    gm._check_reuse(tmp_path, gm.soundfont_info(gm.soundfont_path()))
+    other = gm.soundfont_info(sf_copy(tmp_path, "other.sf2", tail=b"x"))
+    with pytest.raises(gm.UserError, match="TimGM6mb.sf2.*other.sf2"):
+        gm._check_reuse(tmp_path, other)
+
+
+def test_bad_soundfont_is_one_line(tmp_path, capsys):
+    bundled = gm.soundfont_path().read_bytes()
+    cases = {
+        "missing.sf2": None,
+        "random.sf2": np.random.default_rng(0).bytes(4096),
+        "truncated.sf2": bundled[: len(bundled) // 3],
+        "garbage.sf2": b"RIFF" + (1000).to_bytes(4, "little") + b"sfbk" + b"\x00" * 996,
+        "empty.sf2": b"",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        if data is not None:
+            path.write_bytes(data)
+        out = tmp_path / f"out-{name}"
+        code, err = run_main(["--out", str(out), "--size", "tiny", "--soundfont", str(path)], capsys)
+        assert code == 2, name
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(path.resolve()) in err, err
+        assert not out.exists(), name
+    code, err = run_main(["--out", str(tmp_path / "o"), "--soundfont", str(tmp_path)], capsys)
+    assert code == 2 and "not a file" in err
+
+
+def test_program_missing_from_the_soundfont_is_dropped(monkeypatch):
+    gm._worker_init(gm.DEFAULT_GAIN_DB, str(gm.soundfont_path()))
+    synth, _ = gm._SYNTH
+
+    def no_preset(*args, **kwargs):
+        raise RuntimeError("bank/preset does not match any instrument")
+
+    monkeypatch.setattr(synth, "program_select", no_preset)
+    note, record, reason, reused = gm._render_job((gm.Note(0, 60, 100), "/nonexistent/x.wav", 0))
+    assert (record, reason, reused) == (None, "no preset", False)
