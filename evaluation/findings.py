@@ -73,9 +73,15 @@ def verdict(metrics: dict) -> dict:
     word = (
         "near floor" if median < NEAR_FLOOR else "near noise" if median > NEAR_NOISE else "between"
     )
-    if word == "near floor" and min(pos.get("note_share", 0.0), 1.0) >= NEAR_FLOOR:
+    gated = word == "near floor" and min(pos.get("note_share", 0.0), 1.0) >= NEAR_FLOOR
+    if gated:
         word = "between"
-    return {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
+    out = {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
+    if gated:
+        out["gate"] = (
+            f"the note share sits {pos['note_share']:.2f} of the way to noise, so at best between"
+        )
+    return out
 
 
 def _count(row: dict | None) -> str | None:
@@ -108,9 +114,11 @@ def verdict_sentence(metrics: dict, v: dict) -> str:
     parts = ", ".join(
         f"{NAMES.get(k, k)} {p:.2f}" for k, p in sorted(pos.items(), key=lambda kv: -kv[1])
     )
+    gate = f" ({v['gate']})" if v.get("gate") else ""
     return (
-        f"The samples are {v['verdict']}: on the {len(pos)} discriminative metrics their median position is "
-        f"{v['median_position']:.2f} of the way from the real-vs-real floor (0) to noise (1) ({parts}){notes}."
+        f"The samples are {v['verdict']}{gate}: on the {len(pos)} discriminative metrics their median "
+        f"position is {v['median_position']:.2f} of the way from the real-vs-real floor (0) to noise (1) "
+        f"({parts}){notes}."
     )
 
 

@@ -115,7 +115,9 @@ def test_verdict_rule_on_positions():
         "generated": 0.35, "floor": 0.7, "noise": 0.0, "floor_sd": 0.05, "discriminative": True,
     }
     assert findings.positions(gated)["note_share"] == pytest.approx(0.5)
-    assert findings.verdict(gated)["verdict"] == "between"
+    v = findings.verdict(gated)
+    assert v["verdict"] == "between" and "note share sits 0.50" in v["gate"]
+    assert findings.verdict_sentence(gated, v).startswith("The samples are between (the note share")
     assert findings.verdict(_metrics(5.0, 0.0, 10.0))["verdict"] == "between"
     assert findings.verdict(_metrics(9.0, 0.0, 10.0))["verdict"] == "near noise"
     v = findings.verdict(_metrics(30.0, 0.0, 10.0))  # beyond noise: capped at 1 for the median
