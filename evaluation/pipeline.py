@@ -27,7 +27,7 @@ from improved_diffusion.checkpoint import load_model, read_args
 from improved_diffusion.evaluate import melset_windows
 from improved_diffusion.image_datasets import clip_frames, load_data
 from improved_diffusion.resample import create_named_schedule_sampler
-from improved_diffusion.samplers import SAMPLERS, X0_MODES
+from improved_diffusion.samplers import DEFAULT_STEPS, SAMPLERS, X0_MODES
 from improved_diffusion.sampling import sample_mels
 from improved_diffusion.script_util import (
     create_model_and_diffusion,
@@ -228,7 +228,7 @@ def _sample_from_checkpoint(
     progress: bool = True,
     trust: bool = False,
     sampler: str | None = None,
-    steps: int = 50,
+    steps: int | None = None,
     x0_mode: str = "clip",
 ) -> tuple[np.ndarray, list[str]]:
     """mel_sample.py: load (args.json beside the checkpoint), sample, write every output.
@@ -236,7 +236,7 @@ def _sample_from_checkpoint(
     Samples are whole clips by default (`whole_clip_frames`); overrides["crop_width"] picks
     any other width. The model runs on the width rounded up to its size multiple and the
     result is cut back. `sampler` None keeps the timestep_respacing/use_ddim path; otherwise
-    see sample_mels. Returns the normalised samples [N, C, H, W] and notes for the user.
+    see sample_mels (`steps` None: DEFAULT_STEPS, at most the model's diffusion steps). Returns the normalised samples [N, C, H, W] and notes for the user.
     `trust`: --trust-checkpoint, for the diffusion and the vocoder checkpoint.
     """
     for name, value in (("--num_samples", num_samples), ("--batch_size", batch_size)):
@@ -246,6 +246,7 @@ def _sample_from_checkpoint(
     stored, _ = read_args(model_path)
     diffusion_steps = int(stored.get("diffusion_steps", 1000))
     if sampler is not None:
+        steps = min(DEFAULT_STEPS, diffusion_steps) if steps is None else steps
         check_sampler_flags(sampler, steps, x0_mode, diffusion_steps)
     overrides = dict(overrides or {})
     width = overrides.pop("crop_width", None) or whole_clip_frames(stored)

@@ -26,6 +26,10 @@ from .gaussian_diffusion import GaussianDiffusion, ModelVarType, _extract_into_t
 from .respace import SpacedDiffusion, space_timesteps
 
 SAMPLERS = ("ddim", "dpmpp2m", "ancestral")
+# mel_sample.py's default, chosen by measurement (README "Which sampler, measured"): on the
+# demo's model DPM-Solver++(2M) with 20 steps beat DDIM-50 on FD, flatness and time.
+DEFAULT_SAMPLER = "dpmpp2m"
+DEFAULT_STEPS = 20
 X0_MODES = ("clip", "dynamic", "none")
 SPACINGS = ("logsnr", "time")
 Denoiser = Callable[..., torch.Tensor]

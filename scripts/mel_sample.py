@@ -17,7 +17,7 @@ configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only th
 
 from evaluation.pipeline import sample_from_checkpoint  # noqa: E402
 from improved_diffusion.cli import ArgumentParser  # noqa: E402
-from improved_diffusion.samplers import SAMPLERS, X0_MODES  # noqa: E402
+from improved_diffusion.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, X0_MODES  # noqa: E402
 from improved_diffusion.script_util import model_and_diffusion_defaults, str2bool  # noqa: E402
 from melcore.errors import UserError, cli_main  # noqa: E402
 
@@ -28,12 +28,14 @@ def create_argparser() -> ArgumentParser:
     p.add_argument("--out_dir", required=True)
     p.add_argument("--num_samples", type=int, default=16)
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--use_ddim", type=str2bool, default=True, help="without --sampler: DDIM (True) or ancestral")
+    p.add_argument("--use_ddim", type=str2bool, default=None,
+                   help="upstream's path: DDIM (True) or ancestral over --timestep_respacing (default ddim50)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help="ddim | dpmpp2m (DPM-Solver++(2M)) | ancestral, with --steps model calls on the model's "
-                   "full schedule (then --use_ddim and --timestep_respacing are not used); default: the "
-                   "--timestep_respacing/--use_ddim path (DDIM-50)")
-    p.add_argument("--steps", type=int, default=None, help="with --sampler: number of model calls (default 50)")
+                   help=f"ddim | dpmpp2m (DPM-Solver++(2M)) | ancestral, with --steps model calls on the model's "
+                   f"full schedule; default {DEFAULT_SAMPLER}, unless --use_ddim or --timestep_respacing asks "
+                   "for upstream's path")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"number of model calls (default {DEFAULT_STEPS}, at most the model's --diffusion_steps)")
     p.add_argument("--x0", choices=X0_MODES, default=None,
                    help="with --sampler: x0 predictions are clipped to [-1, 1] (clip, default), dynamically "
                    "thresholded (dynamic: Saharia et al. 2022, per-sample 99.5th percentile of |x0|) or kept (none)")
@@ -53,17 +55,16 @@ def create_argparser() -> ArgumentParser:
 def main() -> None:
     args = vars(create_argparser().parse_args())
     overrides = {k: args[k] for k in model_and_diffusion_defaults()}
-    if args["sampler"] is None and (args["steps"] is not None or args["x0"] is not None):
-        raise UserError("--steps and --x0 choose how --sampler runs; give --sampler too (ddim, dpmpp2m or ancestral)")
-    if args["sampler"] is not None and args["timestep_respacing"] is not None:
-        raise UserError("--timestep_respacing: not used with --sampler (which takes --steps); give one of them")
+    upstream_path = args["timestep_respacing"] is not None or args["use_ddim"] is not None
+    if upstream_path and any(args[k] is not None for k in ("sampler", "steps", "x0")):
+        raise UserError("--timestep_respacing/--use_ddim (upstream's path) and --sampler/--steps/--x0: give one of them")
+    sampler = None if upstream_path else args["sampler"] or DEFAULT_SAMPLER
     samples, notes = sample_from_checkpoint(
         args["model_path"], args["out_dir"], args["num_samples"], batch_size=args["batch_size"],
-        use_ddim=args["use_ddim"], use_ema=args["use_ema"], seed=args["seed"], overrides=overrides,
+        use_ddim=args["use_ddim"] is not False, use_ema=args["use_ema"], seed=args["seed"], overrides=overrides,
         wav=args["wav"], griffin_lim=args["griffin_lim"], vocoder_checkpoint=args["vocoder"],
         trust=args["trust_checkpoint"],
-        sampler=args["sampler"], steps=50 if args["steps"] is None else args["steps"],
-        x0_mode=args["x0"] or "clip",
+        sampler=sampler, steps=args["steps"], x0_mode=args["x0"] or "clip",
     )
     for note in notes:
         print(note)

@@ -414,7 +414,7 @@ def test_cli_sampler_flags(run_dir, tmp_path, monkeypatch, capsys):
         (["--x0", "soft"], "--x0"),
         (["--sampler", "dpmpp2m", "--steps", 0], "--steps 0"),
         (["--sampler", "ddim", "--steps", 21], "--steps 21"),  # the tiny model has 20 steps
-        (["--steps", 10], "--sampler"),
+        (["--use_ddim", "True", "--steps", 10], "--timestep_respacing/--use_ddim"),
         (["--sampler", "ddim", "--timestep_respacing", "ddim5"], "--timestep_respacing"),
     ):
         code, _, err = run_cli(
