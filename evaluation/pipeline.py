@@ -25,7 +25,7 @@ from improved_diffusion import fast
 from improved_diffusion import logger as logger_mod
 from improved_diffusion.checkpoint import load_model, read_args
 from improved_diffusion.evaluate import melset_windows
-from improved_diffusion.image_datasets import clip_frames, load_data
+from improved_diffusion.image_datasets import load_data, longest_clip
 from improved_diffusion.resample import create_named_schedule_sampler
 from improved_diffusion.samplers import DEFAULT_STEPS, SAMPLERS, X0_MODES
 from improved_diffusion.sampling import sample_mels
@@ -198,10 +198,6 @@ def whole_clip_frames(stored: dict[str, Any]) -> int:
         except (UserError, OSError, ValueError):
             pass  # a moved or changed mel set: fall back to the crop width
     return int(stored["crop_width"])
-
-
-def longest_clip(melset: MelSet) -> int:
-    return max((clip_frames(melset, i) for i in range(len(melset))), default=0)
 
 
 def sample_from_checkpoint(

@@ -49,6 +49,11 @@ def clip_frames(melset: MelSet, index: int) -> int:
     return int(frames) if frames is not None else int(melset.load(index).shape[1])
 
 
+def longest_clip(melset: MelSet) -> int:
+    """Frames of the set's longest clip (0 for an empty set): what a whole clip is."""
+    return max((clip_frames(melset, i) for i in range(len(melset))), default=0)
+
+
 class MelCrops(Dataset):
     """Indexed by position (unbounded): sample `position` of this rank's endless stream."""
 
@@ -219,7 +224,7 @@ def load_data(
         raise UserError(f"{data_dir}: no clips in split {split!r}; run prep_mels.py or pick another split")
     if mel_config is not None:
         require_match(melset.config, mel_config, f"{data_dir}/mel_config.json", "the model's mel config")
-    longest = max(clip_frames(melset, i) for i in range(len(melset)))
+    longest = longest_clip(melset)
     # Whole-clip training pads each clip up to the UNet's size multiple (344 -> 352 frames);
     # a window mostly made of padding is a mistake.
     if crop == "random" and width > longest * WHOLE_CLIP_SLACK:
