@@ -411,10 +411,13 @@ def _schedule_sampler(name: str, diffusion):
 def build_train_loop(
     args: dict[str, Any], progress: bool = True
 ) -> tuple[TrainLoop, MelConfig, logger_mod.Logger]:
-    """Model, diffusion, data, validation windows, logger and TrainLoop from checked flags."""
+    """Model, diffusion, data, validation windows, logger and TrainLoop from checked flags.
+    Records args["clip_frames"] (the longest training clip: what mel_sample.py samples by
+    default) from the training set it opens."""
     log_dir = Path(args["log_dir"])
     train_set = training_mel_set(args, log_dir)
     config = train_set.config
+    args["clip_frames"] = longest_clip(train_set)
     torch.manual_seed(args["seed"])  # same initial weights for the same seed
     model, diffusion = create_model_and_diffusion(
         **{k: args[k] for k in model_and_diffusion_defaults()}
@@ -482,8 +485,6 @@ def train_from_args(args: dict[str, Any], progress: bool = True) -> TrainLoop:
     # One owner per run folder: rank 0 locks --log_dir, the other ranks wait for its answer.
     with lock_run_folder(args["log_dir"], "diffusion training", flag="--log_dir"):
         loop, config, log = build_train_loop(args, progress)
-        # What "a whole clip" is for this run: mel_sample.py samples this many frames by default.
-        args["clip_frames"] = longest_clip(MelSet(args["data_dir"], "train"))
         # After TrainLoop has loaded any checkpoint: a resume that fails leaves args.json as it was.
         if dist_util.is_main():
             ckpt.write_args(Path(args["log_dir"]), args, config)

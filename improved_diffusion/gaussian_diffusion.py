@@ -113,7 +113,6 @@ class GaussianDiffusion:
         snr_gamma: float = 0.0,
     ) -> None:
         self.model_mean_type = model_mean_type
-        self.snr_gamma = float(snr_gamma)
         self.model_var_type = model_var_type
         self.loss_type = loss_type
         self.rescale_timesteps = rescale_timesteps
@@ -131,6 +130,9 @@ class GaussianDiffusion:
         self.alphas_cumprod = np.cumprod(alphas, axis=0)
         self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
         self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
+
+        self.snr_gamma = float(snr_gamma)
+        self.mse_weights = self._min_snr_weights()  # per timestep, computed once (None: all 1)
 
         # q(x_t | x_0)
         self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
@@ -292,8 +294,8 @@ class GaussianDiffusion:
             - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * x_start
         )
 
-    def _mse_weights(self, t: th.Tensor) -> th.Tensor | None:
-        """Min-SNR-gamma weights [N] for the MSE of this model_mean_type, or None (all 1)."""
+    def _min_snr_weights(self) -> np.ndarray | None:
+        """Min-SNR-gamma weight of every timestep for this model_mean_type, or None (all 1)."""
         if self.snr_gamma <= 0:
             return None
         snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
@@ -306,7 +308,13 @@ class GaussianDiffusion:
         }
         if self.model_mean_type not in by_type:
             raise ValueError(f"snr_gamma does not support {self.model_mean_type}")
-        return th.from_numpy(by_type[self.model_mean_type]).to(t.device)[t].float()
+        return by_type[self.model_mean_type]
+
+    def _mse_weights(self, t: th.Tensor) -> th.Tensor | None:
+        """Min-SNR-gamma weights [N] at timesteps t, or None (all 1)."""
+        if self.mse_weights is None:
+            return None
+        return _extract_into_tensor(self.mse_weights, t, t.shape)
 
     def _predict_xstart_from_xprev(
         self, x_t: th.Tensor, t: th.Tensor, xprev: th.Tensor
