@@ -20,7 +20,8 @@ def add_vocoder_flags(p: argparse.ArgumentParser) -> None:
     from melcore.checkpoint_io import add_trust_flag
 
     add_trust_flag(p)
-    p.add_argument("--vocoder", default=None, help="HiFi-GAN checkpoint (default: the one for the mel config)")
+    p.add_argument("--vocoder", default=None, help="notes | universal | griffin-lim | a vocoder checkpoint "
+                   "(default: the note vocoder for universal-preset mels)")
     p.add_argument("--griffin_lim", action="store_true", help="vocode with Griffin-Lim")
     p.add_argument("--no_audio", action="store_true", help="write mels and PNG only")
 

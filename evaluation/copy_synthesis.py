@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from hifigan.meldataset import audio_to_mel
+from hifigan.stft_loss import RESOLUTIONS
 from melcore.atomic import write_json, write_text
 from melcore.audio import read_audio, resample, write_wav
 from melcore.mel_config import CLIP_RATE, MelConfig
-
-RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
 
 
 def _stft_mag(y: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:

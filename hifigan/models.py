@@ -291,3 +291,18 @@ def generator_loss(disc_outputs):
         gen_losses.append(term)
         loss += term
     return loss, gen_losses
+
+
+def architecture_keys(h: Mapping) -> tuple[str, ...]:
+    """The config keys that fix a generator's parameter shapes (a resumed run must keep them)."""
+    from hifigan.vocos import VOCOS_KEYS, is_vocos
+
+    return ("generator", *VOCOS_KEYS, "n_fft", "num_mels") if is_vocos(h) else (*GENERATOR_KEYS, "num_mels")
+
+
+def build_generator(h: Mapping) -> nn.Module:
+    """The generator a config describes: HiFi-GAN's (official configs) or the Fourier-head
+    one ("generator": "vocos", see hifigan.vocos)."""
+    from hifigan.vocos import VocosGenerator, is_vocos
+
+    return VocosGenerator(h) if is_vocos(h) else Generator(h)

@@ -40,24 +40,24 @@ from hifigan.inference import (
 )
 from hifigan.meldataset import mel_spectrogram
 from hifigan.models import (
-    GENERATOR_KEYS,
     Generator,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
+    architecture_keys,
+    build_generator,
     discriminator_loss,
     feature_loss,
     generator_loss,
 )
+from hifigan.stft_loss import multi_resolution_stft_loss
 from hifigan.utils import save_checkpoint, scan_checkpoint
+from hifigan.vocos import is_vocos
 from melcore import dist_util
 from melcore.atomic import write_json
 from melcore.checkpoint_io import add_trust_flag, load_checkpoint
 from melcore.errors import UserError, cli_main
 from melcore.mel_config import ANALYSIS_FIELDS, MelConfig
 from melcore.run_lock import lock_run_folder
-
-# A resumed or fine-tuned run must keep these: they fix the generator's parameter shapes.
-ARCH_KEYS = (*GENERATOR_KEYS, "num_mels")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -90,7 +90,8 @@ def load_run_config(a: argparse.Namespace) -> AttrDict:
     h = read_hifigan_config(a.config or run_cfg)
     if a.config is not None and run_cfg.is_file() and scan_checkpoint(a.checkpoint_path, "g_"):
         old = read_hifigan_config(run_cfg)
-        changed = [k for k in ARCH_KEYS + ANALYSIS_FIELDS if old.get(k) != h.get(k)]
+        keys = dict.fromkeys(architecture_keys(old) + architecture_keys(h) + ANALYSIS_FIELDS)
+        changed = [k for k in keys if old.get(k) != h.get(k)]
         if changed:
             shown = ", ".join(f"{k}: {old.get(k)!r} vs {h.get(k)!r}" for k in changed)
             raise UserError(f"--config {a.config} differs from the run's {run_cfg} ({shown}); use a new --checkpoint_path")
@@ -98,18 +99,22 @@ def load_run_config(a: argparse.Namespace) -> AttrDict:
         h.batch_size = a.batch_size
     if a.num_workers is not None:
         h.num_workers = a.num_workers
-    check_hop(h, str(a.config or run_cfg))
+    if not is_vocos(h):  # a Fourier-head generator's hop is hop_size itself
+        check_hop(h, str(a.config or run_cfg))
     if h.segment_size % h.hop_size:
         raise UserError(f"{a.config}: segment_size {h.segment_size} is not a multiple of hop_size {h.hop_size}")
     return h
 
 
-def fine_tune_start(generator: Generator, source: str, trust: bool = False) -> None:
+def fine_tune_start(generator: torch.nn.Module, source: str, trust: bool = False) -> None:
     """Load the universal (or another) generator's weights into a freshly built generator."""
     if source == "universal":
         ckpt, cfg = universal_files()
         other = read_hifigan_config(cfg)
-        diff = [k for k in ARCH_KEYS if other.get(k, 80 if k == "num_mels" else None) != generator.h.get(k, 80 if k == "num_mels" else None)]
+        if not isinstance(generator, Generator):
+            raise UserError("--fine_tune_from universal needs a HiFi-GAN generator, not the config's "
+                            f"{generator.h.get('generator')!r}")
+        diff = [k for k in architecture_keys(other) if other.get(k, 80 if k == "num_mels" else None) != generator.h.get(k, 80 if k == "num_mels" else None)]
         if diff:
             raise UserError(f"--fine_tune_from universal needs the V1 architecture; the config differs in {diff}")
     else:
@@ -134,20 +139,27 @@ class Run:
     ):
         self.h, self.device, self.dir = h, torch.device(device), Path(checkpoint_path)
         torch.manual_seed(h.get("seed", 1234))
-        self.generator = Generator(h).to(self.device)
-        # "discriminator_divisor" (not in official configs; default 1 = official widths) narrows
-        # the discriminators for CPU smoke tests.
-        div = int(h.get("discriminator_divisor", 1))
-        self.mpd = MultiPeriodDiscriminator(div).to(self.device)
-        self.msd = MultiScaleDiscriminator(div).to(self.device)
+        self.generator = build_generator(h).to(self.device)
+        # Keys not in official configs (their defaults give the official recipe):
+        # "adversarial": false trains on the spectral losses alone (no discriminators);
+        # "stft_loss_weight" adds the multi-resolution STFT loss; "discriminator_divisor"
+        # narrows the discriminators (CPU runs and smoke tests).
+        self.adversarial = bool(h.get("adversarial", True))
+        self.stft_weight = float(h.get("stft_loss_weight", 0.0))
+        self.mpd = self.msd = self.optim_d = self.sched_d = None
+        if self.adversarial:
+            div = int(h.get("discriminator_divisor", 1))
+            self.mpd = MultiPeriodDiscriminator(div).to(self.device)
+            self.msd = MultiScaleDiscriminator(div).to(self.device)
         cp_g, cp_do = scan_checkpoint(self.dir, "g_"), scan_checkpoint(self.dir, "do_")
         state_do = None
         self.steps, last_epoch = 0, -1
         if cp_g is not None and cp_do is not None:
             self.generator.load_state_dict(load_checkpoint(cp_g, self.device, trust=trust)["generator"])
             state_do = load_checkpoint(cp_do, self.device, trust=trust)
-            self.mpd.load_state_dict(state_do["mpd"])
-            self.msd.load_state_dict(state_do["msd"])
+            if self.adversarial:
+                self.mpd.load_state_dict(state_do["mpd"])
+                self.msd.load_state_dict(state_do["msd"])
             self.steps, last_epoch = state_do["steps"] + 1, state_do["epoch"]
             print(f"resuming from {cp_g} / {cp_do} at step {self.steps}")
         elif fine_tune_from:
@@ -155,13 +167,17 @@ class Run:
             self.generator.to(self.device)
         betas = (h.adam_b1, h.adam_b2)
         self.optim_g = torch.optim.AdamW(self.generator.parameters(), h.learning_rate, betas=betas)
-        self.optim_d = torch.optim.AdamW(itertools.chain(self.msd.parameters(), self.mpd.parameters()),
-                                         h.learning_rate, betas=betas)
+        if self.adversarial:
+            self.optim_d = torch.optim.AdamW(itertools.chain(self.msd.parameters(), self.mpd.parameters()),
+                                             h.learning_rate, betas=betas)
         if state_do is not None:
             self.optim_g.load_state_dict(state_do["optim_g"])
-            self.optim_d.load_state_dict(state_do["optim_d"])
+            if self.adversarial:
+                self.optim_d.load_state_dict(state_do["optim_d"])
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=h.lr_decay, last_epoch=last_epoch)
-        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=h.lr_decay, last_epoch=last_epoch)
+        if self.adversarial:
+            self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=h.lr_decay,
+                                                                  last_epoch=last_epoch)
         self.epoch = max(0, last_epoch)
 
     def distribute(self) -> None:
@@ -170,8 +186,15 @@ class Run:
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.generator = DDP(self.generator, device_ids=ids)
-        self.mpd = DDP(self.mpd, device_ids=ids)
-        self.msd = DDP(self.msd, device_ids=ids)
+        if self.adversarial:
+            self.mpd = DDP(self.mpd, device_ids=ids)
+            self.msd = DDP(self.msd, device_ids=ids)
+
+    def step_schedulers(self) -> None:
+        """The per-epoch learning-rate decay."""
+        self.sched_g.step()
+        if self.sched_d is not None:
+            self.sched_d.step()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, y_mel: torch.Tensor) -> dict[str, float]:
         """One discriminator and one generator update on a batch (mel, audio, loss mel)."""
@@ -180,6 +203,8 @@ class Run:
         y_g_hat = self.generator(x)
         y_g_hat_mel = mel_spectrogram(y_g_hat.squeeze(1), h.n_fft, h.num_mels, h.sampling_rate, h.hop_size,
                                       h.win_size, h.fmin, h.get("fmax_for_loss"))
+        if not self.adversarial:
+            return self._spectral_step(y, y_g_hat, y_mel, y_g_hat_mel)
         self.optim_d.zero_grad()
         y_df_r, y_df_g, _, _ = self.mpd(y, y_g_hat.detach())
         loss_disc_f, _, _ = discriminator_loss(y_df_r, y_df_g)
@@ -197,19 +222,38 @@ class Run:
         loss_gen_f, _ = generator_loss(y_df_g)
         loss_gen_s, _ = generator_loss(y_ds_g)
         loss_gen_all = loss_gen_s + loss_gen_f + loss_fm + loss_mel
+        loss_stft = self._stft_loss(y, y_g_hat)
+        loss_gen_all = loss_gen_all + self.stft_weight * loss_stft
         loss_gen_all.backward()
         self.optim_g.step()
         return {"gen_loss_total": loss_gen_all.item(), "mel_spec_error": loss_mel.item() / 45,
-                "disc_loss_total": loss_disc_all.item(), "feature_loss": loss_fm.item()}
+                "disc_loss_total": loss_disc_all.item(), "feature_loss": loss_fm.item(),
+                "stft_loss": loss_stft.item()}
+
+    def _stft_loss(self, y: torch.Tensor, y_g_hat: torch.Tensor) -> torch.Tensor:
+        if not self.stft_weight:
+            return y.new_zeros(())
+        return multi_resolution_stft_loss(y_g_hat.squeeze(1), y.squeeze(1))
+
+    def _spectral_step(self, y, y_g_hat, y_mel, y_g_hat_mel) -> dict[str, float]:
+        """A generator update on L1 mel x45 (+ the weighted multi-resolution STFT loss)."""
+        self.optim_g.zero_grad()
+        loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * 45
+        loss_stft = self._stft_loss(y, y_g_hat)
+        loss_gen_all = loss_mel + self.stft_weight * loss_stft
+        loss_gen_all.backward()
+        self.optim_g.step()
+        return {"gen_loss_total": loss_gen_all.item(), "mel_spec_error": loss_mel.item() / 45,
+                "stft_loss": loss_stft.item()}
 
     def save(self) -> None:
         # Unwrapped state_dicts: the official keys, with no DDP "module." prefix.
         save_checkpoint(self.dir / f"g_{self.steps:08d}", {"generator": _bare(self.generator).state_dict()})
-        save_checkpoint(self.dir / f"do_{self.steps:08d}", {
-            "mpd": _bare(self.mpd).state_dict(), "msd": _bare(self.msd).state_dict(),
-            "optim_g": self.optim_g.state_dict(), "optim_d": self.optim_d.state_dict(),
-            "steps": self.steps, "epoch": self.epoch,
-        })
+        state = {"optim_g": self.optim_g.state_dict(), "steps": self.steps, "epoch": self.epoch}
+        if self.adversarial:
+            state.update(mpd=_bare(self.mpd).state_dict(), msd=_bare(self.msd).state_dict(),
+                         optim_d=self.optim_d.state_dict())
+        save_checkpoint(self.dir / f"do_{self.steps:08d}", state)
 
     @torch.no_grad()
     def validate(self, valid, limit: int, writer=None) -> float:
@@ -310,8 +354,7 @@ def _run_epochs(run: Run, loader, sampler, validset, a: argparse.Namespace, writ
                 break
             run.steps += 1
         if not done:
-            run.sched_g.step()
-            run.sched_d.step()
+            run.step_schedulers()
             run.epoch += 1
     bar.close()
     return history

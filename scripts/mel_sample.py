@@ -43,7 +43,8 @@ def create_argparser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wav", type=str2bool, default=True, help="write WAVs with a vocoder")
     p.add_argument("--griffin_lim", action="store_true", help="vocode with Griffin-Lim")
-    p.add_argument("--vocoder", default=None, help="HiFi-GAN checkpoint (default: one matching the mels)")
+    p.add_argument("--vocoder", default=None, help="notes | universal | griffin-lim | a vocoder checkpoint "
+                   "(default: the note vocoder for universal-preset mels)")
     # Model flags are read from args.json; given here they must agree (timestep_respacing
     # and other sampling flags may differ). Default timestep_respacing: script_util.default_respacing (DDIM-50).
     for k, v in model_and_diffusion_defaults().items():

@@ -29,7 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input_dir", required=True, help="folder of .npy / .npz mels (+ mel_config.json)")
     p.add_argument("--output_dir", required=True)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--checkpoint", help="g_XXXXXXXX file or a folder with config.json + g_* files")
+    g.add_argument("--checkpoint", "--vocoder", dest="checkpoint",
+                   help="notes | universal | griffin-lim, a g_XXXXXXXX file or a folder with config.json + "
+                   "g_* files (default: the note vocoder for universal-preset mels)")
     g.add_argument("--griffin_lim", action="store_true", help="use the Griffin-Lim fallback")
     p.add_argument("--out_rate", type=int, default=None, help="resample output to this rate (Hz)")
     p.add_argument("--batch_size", type=int, default=8)
