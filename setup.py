@@ -14,7 +14,8 @@ setup(
     packages=find_packages(
         include=["melcore*", "improved_diffusion*", "hifigan*", "datasets*", "evaluation*"]
     ),
-    package_data={"hifigan": ["configs/*.json"]},
+    # The shipped note vocoder (hifigan/weights/<name>/) is package data: no download, ever.
+    package_data={"hifigan": ["configs/*.json", "weights/*/*"]},
     install_requires=[
         "torch==2.13.0",
         "numpy==2.4.6",

@@ -295,9 +295,11 @@ def generator_loss(disc_outputs):
 
 def architecture_keys(h: Mapping) -> tuple[str, ...]:
     """The config keys that fix a generator's parameter shapes (a resumed run must keep them)."""
-    from hifigan.vocos import VOCOS_KEYS, is_vocos
+    from hifigan.vocos import VOCOS_KEYS, VOCOS_OPTIONAL_KEYS, is_vocos
 
-    return ("generator", *VOCOS_KEYS, "n_fft", "num_mels") if is_vocos(h) else (*GENERATOR_KEYS, "num_mels")
+    if is_vocos(h):
+        return ("generator", *VOCOS_KEYS, *VOCOS_OPTIONAL_KEYS, "n_fft", "num_mels")
+    return (*GENERATOR_KEYS, "num_mels")
 
 
 def build_generator(h: Mapping) -> nn.Module:

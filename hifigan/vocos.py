@@ -8,7 +8,10 @@ hifigan.meldataset.mel_spectrogram uses, so T mel frames become exactly T * hop 
 aligned with the analysis.
 
 Config keys (beside the mel analysis keys of a HiFi-GAN config): "generator": "vocos",
-"vocos_dim", "vocos_intermediate_dim", "vocos_layers".
+"vocos_dim", "vocos_intermediate_dim", "vocos_layers", and "vocos_mel_prior" (default false):
+when true the head's log magnitude is a correction to the magnitude the mel itself implies
+(the filterbank's pseudo-inverse applied to exp(log-mel), the start Griffin-Lim takes), so
+training starts from the right spectral envelope and spends its steps on phase and detail.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 VOCOS_KEYS = ("vocos_dim", "vocos_intermediate_dim", "vocos_layers")
+# Keys that change what the generator computes without being required in a config.
+VOCOS_OPTIONAL_KEYS = ("vocos_mel_prior",)
+# The log floor of HiFi-GAN's mel (log of its 1e-5 clamp).
+LOG_CLIP = -11.5129
 # exp() of the predicted log magnitude is capped here: an untrained head must not overflow.
 MAX_LOG_MAGNITUDE = 4.6  # e^4.6 ~ 100, above any bin of audio peaking at 0.95
 
@@ -78,6 +85,13 @@ class VocosGenerator(nn.Module):
         left = (self.n_fft - self.win) // 2
         window = F.pad(torch.hann_window(self.win), (left, self.n_fft - self.win - left))
         self.register_buffer("window", window, persistent=False)
+        self.mel_prior = bool(h.get("vocos_mel_prior", False))
+        if self.mel_prior:
+            from hifigan.meldataset import mel_basis
+
+            basis = torch.from_numpy(mel_basis(int(h["sampling_rate"]), self.n_fft, int(h.get("num_mels", 80)),
+                                               float(h["fmin"]), h["fmax"]))
+            self.register_buffer("mel_inverse", torch.linalg.pinv(basis), persistent=False)  # [bins, mels]
         self.apply(self._init)
 
     @staticmethod
@@ -97,6 +111,9 @@ class VocosGenerator(nn.Module):
             y = block(y)
         y = self.head(self.final_norm(y.transpose(1, 2))).transpose(1, 2)  # [B, n_fft + 2, T]
         log_mag, phase = y.float().chunk(2, dim=1)
+        if self.mel_prior:
+            implied = torch.matmul(self.mel_inverse, torch.exp(x.float()))  # [B, bins, T]
+            log_mag = log_mag + torch.log(implied.clamp_min(float(torch.exp(torch.tensor(LOG_CLIP)))))
         mag = torch.exp(log_mag.clamp(max=MAX_LOG_MAGNITUDE))
         return torch.polar(mag, phase)
 
