@@ -152,19 +152,24 @@ def continuation(
 # -- file edges ------------------------------------------------------------------------------
 def pick_endpoints(melset_root: str | os.PathLike, split: str = "test",
                    min_semitones: int = 7) -> tuple[Path, Path]:
-    """Two clips of `split` worth interpolating between: different instrument_family and pitches
-    at least `min_semitones` apart. Deterministic: the first such pair in manifest-id order."""
+    """Two clips worth interpolating between: different instrument_family and pitches at least
+    `min_semitones` apart. Deterministic: the first such pair in manifest-id order, from
+    `split`, else (a small set, e.g. one test instrument) from the other splits in the order
+    valid, train."""
     from melcore.melset import read_manifest
 
     root = Path(melset_root)
-    entries = sorted((e for e in read_manifest(root / "manifest.jsonl") if e.get("split") == split),
-                     key=lambda e: e["id"])
-    for i, a in enumerate(entries):
-        for b in entries[i + 1:]:
-            if (a.get("instrument_family") != b.get("instrument_family")
-                    and abs(int(a.get("pitch", 0)) - int(b.get("pitch", 0))) >= min_semitones):
-                return root / split / f"{a['id']}.npy", root / split / f"{b['id']}.npy"
-    raise UserError(f"{root}: no two {split} clips differ in instrument_family and by {min_semitones}+ "
+    manifest = read_manifest(root / "manifest.jsonl")
+    for name in dict.fromkeys((split, "valid", "train")):
+        entries = sorted((e for e in manifest if e.get("split") == name), key=lambda e: e["id"])
+        for i, a in enumerate(entries):
+            for b in entries[i + 1:]:
+                if (a.get("instrument_family") != b.get("instrument_family")
+                        and abs(int(a.get("pitch", 0)) - int(b.get("pitch", 0))) >= min_semitones):
+                    if name != split:
+                        print(f"note: no such pair in the {split} split; interpolating between {name} clips")
+                    return root / name / f"{a['id']}.npy", root / name / f"{b['id']}.npy"
+    raise UserError(f"{root}: no two clips differ in instrument_family and by {min_semitones}+ "
                     "semitones; pass --a and --b")
 
 

@@ -116,8 +116,15 @@ def test_pick_endpoints(tmp_path):
     assert a.is_file() and b.is_file() and gen.pick_endpoints(root) == (a, b)
     assert gen.pick_endpoints(root, min_semitones=40)[1].name == "test_005.npy"
     one_family = make_melset(tmp_path / "one", {"test": 3}, families=(1,), config=SMALL, frames=16)
-    with pytest.raises(UserError, match="no two test clips"):
+    with pytest.raises(UserError, match="no two clips differ"):
         gen.pick_endpoints(one_family)
+    # A small set whose test split is one instrument (NSynth-GM tiny): the pair comes from valid.
+    one_test_family = make_melset(tmp_path / "tiny", {"test": 3, "valid": 6}, config=SMALL, frames=16)
+    (tmp_path / "tiny" / "manifest.jsonl").write_text("".join(
+        line for line in (tmp_path / "tiny" / "manifest.jsonl").read_text().splitlines(keepends=True)
+        if '"test"' not in line or '"instrument_family": 0' in line))
+    a, b = gen.pick_endpoints(one_test_family)
+    assert (a.parent.name, a.name, b.name) == ("valid", "valid_000.npy", "valid_004.npy")
 
 
 def test_interpolate_script_picks_endpoints(tiny, tmp_path, capsys):
