@@ -456,7 +456,7 @@ def goals(result: dict) -> list[dict]:
     ]
     if new is None:
         return [{"goal": t, "vocoder": None, "status": "not measured",
-                 "detail": "no new vocoder (ship hifigan/weights or pass --checkpoint)"} for t in texts]
+                 "detail": "no new vocoder: ship hifigan/weights or pass --checkpoint"} for t in texts]
     out = []
     for metric, text in (("mel_l1", texts[0]), ("mrstft", texts[1])):
         checks, parts = [], []
