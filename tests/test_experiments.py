@@ -138,3 +138,65 @@ def test_arms_run_record_and_rerun_skips_finished(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/model*.pt")} == models
     again = json.loads((out / "experiments.json").read_text())
     assert again["runs"]["eps"]["reused"] and again["runs"]["bad"]["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun_resumes(tmp_path):
+    """SIGKILL of the whole process group at seeded random moments (once anywhere, once after the
+    first arm finished); the rerun keeps the finished arm as it was, resumes the other from its
+    checkpoint and completes. A second job on the same folder is refused while one runs."""
+    import os
+    import signal
+    import time
+
+    import numpy as np
+    from hardening_fixtures import script_cmd, script_env, temp_files
+
+    arms_grid(tmp_path)
+    out = tmp_path / "exp"
+    cmd = script_cmd("run_experiments.py", tmp_path / "grid.json", "--out", out)
+    rng = np.random.default_rng(20261212)
+
+    logs = []
+
+    def start():
+        logs.append(tmp_path / f"attempt{len(logs)}.log")
+        with open(logs[-1], "w") as log:
+            return subprocess.Popen(cmd, env=script_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def holder() -> int | None:
+        try:
+            return json.loads((out / ".lock").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def kill(proc):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+    def wait_for(cond, proc, timeout=300.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not cond() and proc.poll() is None:
+            time.sleep(0.02)
+        return cond()
+
+    proc = start()  # 1: a kill anywhere in the first ~4 s (import, data, the first arm)
+    time.sleep(rng.uniform(0.5, 4.0))
+    kill(proc)
+    proc = start()  # 2: after the first arm finished, at a random moment of the second
+    assert wait_for(lambda: (out / "eps" / "result.json").is_file(), proc), logs[-1].read_text()[-3000:]
+    first = (out / "eps" / "result.json").read_bytes()
+    models = {p: p.stat().st_mtime_ns for p in (out / "eps").glob("model*.pt")}
+    time.sleep(rng.uniform(0.0, 1.5))
+    if proc.poll() is None:
+        kill(proc)
+    final = start()
+    if wait_for(lambda: holder() == final.pid, final):  # not the killed run's lock file
+        second = subprocess.run(cmd, env=script_env(), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "in use by pid" in second.stderr, second.stderr
+    assert final.wait(300) == 0, logs[-1].read_text()[-3000:]
+    assert (out / "eps" / "result.json").read_bytes() == first  # not retrained, not re-evaluated
+    assert {p: p.stat().st_mtime_ns for p in (out / "eps").glob("model*.pt")} == models
+    summary = json.loads((out / "experiments.json").read_text())
+    assert summary["complete"] and all(x["status"] == "ok" for x in summary["runs"].values()), summary["runs"]
+    assert summary["runs"]["v"]["train_seconds"] >= 1.0 and not temp_files(out)
