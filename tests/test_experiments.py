@@ -109,7 +109,7 @@ def test_arms_expand_with_grid_and_list(tmp_path, capsys):
 
 
 def test_arms_run_record_and_rerun_skips_finished(tmp_path, capsys):
-    grid = arms_grid(tmp_path, arms={**ARMS, "bad": {"noise_schedule": "no-such-schedule"}})
+    arms_grid(tmp_path, arms={**ARMS, "bad": {"noise_schedule": "no-such-schedule"}})
     out = tmp_path / "exp"
     assert run_script("run_experiments", [tmp_path / "grid.json", "--out", out]) == 0
     summary = json.loads((out / "experiments.json").read_text())
