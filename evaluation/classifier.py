@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from evaluation.mels import crop, fixed_crops, normalized
+from evaluation.mels import crop, fixed_crops, load_melset, normalized
 from melcore.atomic import torch_save, write_json
 from melcore.errors import UserError
 from melcore.mel_config import MelConfig
@@ -151,6 +151,35 @@ def evaluate_accuracy(
 ) -> dict:
     x = normalized(fixed_crops(mels, model.cfg.crop_width, seed), config)
     return accuracy(model, x, labels_of(entries))
+
+
+def fit_classifier(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    max_steps: int = 1500,
+    batch_size: int = 32,
+    crop_width: int = 64,
+    channels: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> dict:
+    """train_classifier.py: train on a mel set's train split, save it (classifier.json last, so
+    its presence marks a complete classifier) and return the accuracies per split."""
+    if max_steps < 1 or crop_width < 16 or channels < 8 or channels % 8:
+        raise UserError("--max_steps must be >= 1, --crop_width >= 16, --channels a multiple of 8")
+    train = load_melset(data_dir, "train")
+    cfg = ClassifierConfig(num_mels=train.config.num_mels, crop_width=crop_width, channels=channels)
+    model = train_classifier(train.mels, train.labels, train.config, cfg, max_steps, batch_size, lr, seed)
+    acc = {"train": evaluate_accuracy(model, train.mels, train.labels, train.config)}
+    for split in ("test", "valid"):
+        held = load_melset(data_dir, split)
+        if len(held):
+            acc[split] = evaluate_accuracy(model, held.mels, held.labels, train.config)
+            break
+    write_json(Path(out_dir) / "accuracies.json", acc)
+    info = {"data_dir": str(data_dir), "max_steps": max_steps, "seed": seed, "accuracy": acc}
+    save_classifier(out_dir, model, train.config, info)
+    return acc
 
 
 def save_classifier(out_dir: str | os.PathLike, model: MelClassifier, config: MelConfig, info: dict) -> None:

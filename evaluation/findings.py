@@ -224,6 +224,82 @@ def experiment_findings(summary: dict | None) -> list[str]:
     return out
 
 
+def _share(metrics: dict) -> tuple[int, int, float, float] | None:
+    """(notes, n, share, binomial standard error over clips) of the samples' note check."""
+    nc = (metrics or {}).get("note_check") or {}
+    n = nc.get("n")
+    if not n:
+        return None
+    p = nc["notes"] / n
+    return nc["notes"], n, p, math.sqrt(p * (1 - p) / n)
+
+
+def experiment_winner(summary: dict | None) -> dict:
+    """Which finished arm won and by how much: the lowest median position (the verdict rule) when
+    at least two arms have metrics, with the note check's spread over clips; else the lowest
+    valid bits/dim (the one loss that compares different targets). Plus the winner's zero-shot."""
+    out: dict = {"winner": None, "criterion": None, "ranking": [], "sentences": []}
+    runs = {n: r for n, r in ((summary or {}).get("runs") or {}).items() if isinstance(r, dict) and r.get("status") == "ok"}
+    if not runs:
+        return out
+    budget = summary.get("budget") or "the same budget"
+    grid = summary.get("grid") or {}
+    head = f"Experiments ({budget}, seed {grid.get('seed', 0)})"
+    if len(runs) < 2:
+        out["sentences"].append(f"{head}: only {next(iter(runs))} finished, so no arm is compared.")
+        return out
+    metrics = {n: (r.get("eval") or {}).get("metrics") for n, r in runs.items()}
+    pos = {n: verdict(m)["median_position"] for n, m in metrics.items() if isinstance(m, dict) and "scalars" in m}
+    pos = {n: p for n, p in pos.items() if _finite(p)}
+    bpd = {}
+    for n, r in runs.items():
+        v = ((((r.get("eval") or {}).get("losses") or {}).get("weights") or {}).get("ema") or {}).get("splits") or {}
+        if _finite((v.get("valid") or {}).get("bpd")):
+            bpd[n] = v["valid"]["bpd"]
+    if len(pos) >= 2:
+        key, crit = pos, "median position (0 = real-vs-real floor, 1 = noise)"
+    elif len(bpd) >= 2:
+        key, crit = bpd, "valid bits/dim"
+    else:
+        out["sentences"].append(f"{head}: no measure common to two arms (no metrics, no valid bits/dim): no winner.")
+        return out
+    order = sorted(key, key=key.get)
+    best, second = order[0], order[1]
+    margin = key[second] - key[best]
+    out.update(winner=best if margin > 0 else None, criterion=crit,
+               ranking=[{"name": n, "value": key[n], "note_check": _share(metrics.get(n) or {})} for n in order])
+    others = ", ".join(f"{n} {key[n]:.3g}" for n in order[1:])
+    if margin > 0:
+        text = f"{head}: {best} won on the {crit}: {key[best]:.3g} against {others}; {margin:.3g} better than {second}."
+    else:
+        text = f"{head}: {best} and {second} tie on the {crit} ({key[best]:.3g})."
+    shares = {n: _share(metrics.get(n) or {}) for n in order}
+    if all(shares.values()):
+        listed = ", ".join(f"{n} {a}/{b} ({100 * p:.0f}% ± {100 * se:.0f}%)" for n, (a, b, p, se) in shares.items())
+        (_, _, p1, s1), (_, _, p2, s2) = shares[best], shares[second]
+        text += (f" Note check: {listed}; {best} minus {second}: {100 * (p1 - p2):+.0f} ± "
+                 f"{100 * math.hypot(s1, s2):.0f} points (binomial standard errors over clips).")
+    else:
+        text += " No per-clip spread (no note check)."
+    out["sentences"].append(text + " One seed per arm, so the spread over seeds is not measured.")
+    zs = (runs[best].get("eval") or {}).get("zero_shot") or {}
+    own, other = zs.get("own") or {}, zs.get("other") or {}
+    if _finite(own.get("loss")) and _finite(other.get("loss")):
+        z = (f"Zero-shot ({zs.get('what', 'another set')}): {best}'s loss {other['loss']:.3g} on "
+             f"{other.get('split', 'test')} vs {own['loss']:.3g} on its own {own.get('split', 'test')} "
+             f"({other['loss'] / own['loss']:.2f}x)" if own["loss"] else "")
+        m_other, m_own = other.get("metrics") or {}, own.get("metrics") or {}
+        a, b = _share(m_own), _share(m_other)
+        if z and isinstance(m_other, dict) and "scalars" in m_other and "scalars" in m_own:
+            z += (f"; its samples' median position {verdict(m_own)['median_position']:.2f} against its own set, "
+                  f"{verdict(m_other)['median_position']:.2f} against the other")
+        if z and a and b:
+            z += f" (note check {a[0]}/{a[1]}; the other set's real clips set the floor there)"
+        if z:
+            out["sentences"].append(z + ".")
+    return out
+
+
 def report_findings(
     runs: list[tuple[str, dict | None, list[float] | None]],
     copy_synthesis: dict | None = None,
@@ -233,11 +309,15 @@ def report_findings(
     per_run = [run_findings(label, m, peaks) for label, m, peaks in runs]
     did_not_work = [x for r in per_run for x in r["did_not_work"]]
     did_not_work += copy_synthesis_findings(copy_synthesis) + experiment_findings(experiments)
-    return {
+    exp = experiment_winner(experiments) if isinstance(experiments, dict) else None
+    out = {
         "verdict_rule": VERDICT_RULE,
         "runs": per_run,
         "verdicts": {r["run"]: r["verdict"] for r in per_run},
-        "sentences": [s for r in per_run for s in r["sentences"]],
+        "sentences": [s for r in per_run for s in r["sentences"]] + (exp or {}).get("sentences", []),
         "did_not_work": did_not_work,
         "caveats": [c for r in per_run for c in r["caveats"]],
     }
+    if exp is not None:
+        out["experiments"] = {k: exp[k] for k in ("winner", "criterion", "ranking")}
+    return out

@@ -72,19 +72,24 @@ def zero_shot(
     split: str = "test",
     samples: str | os.PathLike | None = None,
     classifier: str | os.PathLike | None = None,
+    own_split: str | None = None,
+    own_metrics: dict | None = None,
     **kwargs,
 ) -> dict:
     """A model trained on `own_data` evaluated on `other_data`, side by side with its own set:
-    EMA losses and bits/dim on `split`, and (given its samples and a classifier) the audio
-    metrics of the same samples against each set's real clips."""
+    EMA losses and bits/dim on `split` (on `own_split` of the own set when given: the held-out
+    split of one set next to its train split), and (given its samples and a classifier) the audio
+    metrics of the same samples against each set's real clips (`own_metrics`: already computed
+    against the own set, not recomputed)."""
     out: dict = {"split": split}
-    for side, data in (("own", own_data), ("other", other_data)):
-        res = checkpoint_losses(checkpoint, data, splits=(split,), weights=("ema",), **kwargs)
-        out[side] = {"data_dir": str(data), **(res["weights"]["ema"]["splits"][split] or {})}
+    for side, data, sp in (("own", own_data, own_split or split), ("other", other_data, split)):
+        res = checkpoint_losses(checkpoint, data, splits=(sp,), weights=("ema",), **kwargs)
+        out[side] = {"data_dir": str(data), "split": sp, **(res["weights"]["ema"]["splits"][sp] or {})}
         if samples is not None and classifier is not None:
             from evaluation.metrics import run_audio_metrics
 
-            out[side]["metrics"] = run_audio_metrics(str(data), str(samples), str(classifier))
+            reuse = side == "own" and own_metrics is not None
+            out[side]["metrics"] = own_metrics if reuse else run_audio_metrics(str(data), str(samples), str(classifier))
     return out
 
 

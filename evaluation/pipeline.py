@@ -369,6 +369,8 @@ def check_train_args(args: dict[str, Any]) -> dict[str, Any]:
             raise UserError(
                 f"--{name}: must be {'positive' if positive else '>= 0'}, got {args[name]}"
             )
+    if float(args.get("max_train_seconds", 0)) < 0:
+        raise UserError(f"--max_train_seconds: must be >= 0 (0: no time budget), got {args['max_train_seconds']}")
     fast.check_precision(args["precision"])
     return args
 
@@ -461,6 +463,7 @@ def build_train_loop(
         "sample_interval",
         "lr_warmup_steps",
         "ema_warmup",
+        "max_train_seconds",
     )
     loop = TrainLoop(
         model=model,

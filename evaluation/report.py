@@ -356,10 +356,20 @@ def experiments_section(rep: Report, exp_dir: Path | None) -> dict | None:
 
     rows = [[row.get(c) for c in COLUMNS] for row in summary.get("rows", [])]
     grid = summary.get("grid") or {}
-    body = (f"<p>{escape(str(len(rows)))} configurations, {escape(str(grid.get('max_steps')))} steps each; "
-            f"base flags <code>{escape(json.dumps(grid.get('base', {}), sort_keys=True))}</code></p>"
+    budget = summary.get("budget") or f"{grid.get('max_steps')} steps each"
+    sentences = fnd.experiment_winner(summary)["sentences"]
+    inputs = [f"{k}: {v.get('what', v) if isinstance(v, dict) else v}" for k, v in (summary.get("inputs") or {}).items()]
+    # The experiments' own report (run_experiments.py writes DIR/report) from this one.
+    own = exp_dir / "report" / "index.html"
+    link = (f'<p>Full experiment report: <a href="{escape(os.path.relpath(own, rep.out))}">'
+            f"{escape(str(own))}</a></p>" if own.is_file() and own.parent.resolve() != rep.out.resolve() else "")
+    body = (f"<p>{escape(str(len(rows)))} configurations, {escape(budget)}; "
+            f"base flags <code>{escape(json.dumps(grid.get('base', {}), sort_keys=True))}</code></p>" + link
+            + "".join(f"<p>{escape(x)}</p>" for x in sentences)
+            + ("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in inputs) + "</ul>" if inputs else "")
             + table(list(COLUMNS), rows))
-    rep.section("Experiments", body, md_table(list(COLUMNS[:7]), [r[:7] for r in rows]))
+    md = "".join(f"{x}\n\n" for x in sentences) + md_table(list(COLUMNS[:7]), [r[:7] for r in rows])
+    rep.section("Experiments", body, md)
     return summary
 
 
@@ -497,13 +507,17 @@ def pdf_content(runs: list[Run], data_dir: Path | None, real: list[tuple[str, np
     if isinstance(exp_summary, dict) and exp_summary.get("rows"):
         from evaluation.experiments import COLUMNS
 
-        cols = [k for k in COLUMNS if k in ("name", "status", "step", "train_loss", "valid_loss", "fd", "ndb_k",
-                                             "is_pitch")]
+        cols = [k for k in COLUMNS if k in ("name", "status", "step", "train_s", "valid_loss", "valid_bpd", "fd",
+                                             "notes", "position", "zs_other_loss")]
         c.experiment_header = cols
         c.experiment_rows = [[_fmt(row.get(k)) for k in cols] for row in exp_summary["rows"]]
         grid = exp_summary.get("grid") or {}
-        c.experiment_note = (f"{len(c.experiment_rows)} configurations, {grid.get('max_steps', '?')} training steps "
-                             "each; every arm's flags and seed are in experiments.json.")
+        budget = exp_summary.get("budget") or f"{grid.get('max_steps', '?')} training steps each"
+        zs = (exp_summary.get("inputs") or {}).get("zero_shot")
+        c.experiment_note = " ".join(
+            [f"{len(c.experiment_rows)} configurations, {budget}; every arm's flags and seed are in experiments.json."]
+            + fnd.experiment_winner(exp_summary)["sentences"]
+            + ([f"Zero-shot set: {zs['what']}."] if isinstance(zs, dict) and zs.get("what") else []))
     c.real = [m for _, m in real[:4]]
     for r in runs:
         sd = samples_dir(r)

@@ -98,6 +98,7 @@ def training_defaults() -> dict[str, Any]:
         max_bad_steps=10,
         lr_warmup_steps=0,
         ema_warmup=False,
+        max_train_seconds=0.0,
     )
 
 

@@ -77,6 +77,7 @@ class TrainLoop:
         trust_checkpoint: bool = False,
         lr_warmup_steps: int = 0,
         ema_warmup: bool = False,
+        max_train_seconds: float = 0.0,
     ):
         del fp16_scale_growth
         precision = fast.check_precision("fp16" if use_fp16 else precision)  # use_fp16: upstream's flag
@@ -100,6 +101,9 @@ class TrainLoop:
         self.lr_warmup_steps = lr_warmup_steps
         self.ema_warmup = ema_warmup
         self.max_steps = max_steps or lr_anneal_steps
+        # A wall-time budget (0: none, upstream's behaviour); the seconds already trained travel in
+        # the opt file, so a resumed run spends only what is left.
+        self.max_train_seconds = float(max_train_seconds)
         self.grad_clip = grad_clip
         self.seed = seed
         self.log = logger or logger_mod.get_current()
@@ -132,6 +136,10 @@ class TrainLoop:
         self.bad_steps = 0
         self.stop_signal: int | None = None
         self.stop_agreed = False  # with several processes: all ranks saw the signal
+        self.train_seconds = 0.0  # wall time spent in run_loop, over every resumed session
+        self.time_up = False
+        self._session_start: float | None = None
+        self._seconds_before = 0.0
         # Tracked in memory (not by looking at files) so every rank agrees without a shared disk.
         self.saved_step: int | None = None
         self.params = list(self.model.parameters())
@@ -199,6 +207,7 @@ class TrainLoop:
             if "scaler" in state and self.scaler.is_enabled():
                 self.scaler.load_state_dict(state["scaler"])
             self.bad_steps = int(state.get("bad_steps", 0))
+            self.train_seconds = float(state.get("train_seconds", 0.0))
             if "sampler" in state:
                 _load_sampler_state(self.schedule_sampler, state["sampler"])
 
@@ -223,8 +232,9 @@ class TrainLoop:
 
             bar = tqdm(total=self.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True)
         last_time, last_step = time.perf_counter(), self.step
+        self._session_start, self._seconds_before = last_time, self.train_seconds
         try:
-            while not self.max_steps or self.step < self.max_steps:
+            while (not self.max_steps or self.step < self.max_steps) and not self._budget_spent():
                 batch, cond = next(self.data)
                 self.run_step(batch, cond)
                 if bar is not None:
@@ -249,6 +259,8 @@ class TrainLoop:
                     break
             if self.saved_step != self.step:
                 self.save()
+            if self.time_up and self.stop_signal is None:
+                self.log.log(f"time budget of {self.max_train_seconds:g} s spent at step {self.step}; checkpoint saved")
             if self.stop_signal is not None:
                 self.log.log(
                     f"stopped by signal {self.stop_signal} at step {self.step}; checkpoint saved, "
@@ -279,16 +291,35 @@ class TrainLoop:
 
         return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
+    def _elapsed(self) -> float:
+        """Seconds spent in run_loop so far, over every resumed session."""
+        if self._session_start is None:
+            return self.train_seconds
+        return self._seconds_before + time.perf_counter() - self._session_start
+
+    def _budget_spent(self) -> bool:
+        """True once --max_train_seconds is spent (sets time_up)."""
+        self.train_seconds = self._elapsed()
+        if not self.max_train_seconds or self.train_seconds < self.max_train_seconds:
+            return False
+        self.time_up = True
+        # Several ranks' clocks differ, so they agree through the all-reduce at log steps; only a
+        # budget already spent when the session began (read from the same opt file) is common.
+        return self.world_size == 1 or self._seconds_before >= self.max_train_seconds
+
     def _sync_stop_signal(self) -> None:
         # Ranks must stop at the same step (DDP all-reduces each step): agree at log steps.
         if self.world_size == 1:
             return
         # A signal arriving after this all-reduce waits for the next log step on every rank.
-        flag = torch.tensor([0 if self.stop_signal is None else self.stop_signal], device=self.device)
+        flag = torch.tensor([0 if self.stop_signal is None else self.stop_signal, int(self.time_up)],
+                            device=self.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if int(flag.item()):
-            self.stop_signal = int(flag.item())
+        if int(flag[0].item()):
+            self.stop_signal = int(flag[0].item())
             self.stop_agreed = True
+        if int(flag[1].item()):
+            self.time_up = self.stop_agreed = True
 
     # -- one step ------------------------------------------------------------------------------
     def run_step(self, batch: torch.Tensor, cond: dict) -> None:
@@ -388,6 +419,7 @@ class TrainLoop:
                 "step": self.step,
                 "bad_steps": self.bad_steps,
                 "seed": self.seed,
+                "train_seconds": self._elapsed(),
             }
             sampler_state = _sampler_state(self.schedule_sampler)
             if sampler_state is not None:

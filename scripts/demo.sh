@@ -58,7 +58,11 @@ $PY scripts/interpolate.py --model_path "$RUN" --data_dir "$OUT/mels" --pick_end
   --out_dir "$RUN/interp"
 
 step "9/9 report"
-$PY scripts/make_report.py "$RUN" --out "$OUT/report"
+# `make experiments` (runs/experiments): its table, findings and a link to its own report.
+EXP=${DEMO_EXPERIMENTS:-runs/experiments}
+EXP_FLAGS=()
+if [ -f "$EXP/experiments.json" ]; then EXP_FLAGS=(--experiments "$EXP"); fi
+$PY scripts/make_report.py "$RUN" --out "$OUT/report" "${EXP_FLAGS[@]}"
 
 {
   echo "demo finished in $(( $(date +%s) - t0 )) s"

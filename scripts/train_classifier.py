@@ -16,16 +16,9 @@ from melcore.process import configure_process  # noqa: E402
 
 configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
 
-from evaluation.classifier import (  # noqa: E402
-    ClassifierConfig,
-    evaluate_accuracy,
-    save_classifier,
-    train_classifier,
-)
-from evaluation.mels import load_melset  # noqa: E402
-from melcore.atomic import write_json  # noqa: E402
+from evaluation.classifier import fit_classifier  # noqa: E402
 from melcore.checkpoint_io import add_trust_flag  # noqa: E402
-from melcore.errors import UserError, cli_main  # noqa: E402
+from melcore.errors import cli_main  # noqa: E402
 
 
 @cli_main
@@ -41,22 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if a.max_steps < 1 or a.crop_width < 16 or a.channels < 8 or a.channels % 8:
-        raise UserError("--max_steps must be >= 1, --crop_width >= 16, --channels a multiple of 8")
-    train = load_melset(a.data_dir, "train")
-    cfg = ClassifierConfig(num_mels=train.config.num_mels, crop_width=a.crop_width, channels=a.channels)
-    model = train_classifier(
-        train.mels, train.labels, train.config, cfg, a.max_steps, a.batch_size, a.lr, a.seed
-    )
-    acc = {"train": evaluate_accuracy(model, train.mels, train.labels, train.config)}
-    for split in ("test", "valid"):
-        held = load_melset(a.data_dir, split)
-        if len(held):
-            acc[split] = evaluate_accuracy(model, held.mels, held.labels, train.config)
-            break
-    info = {"data_dir": str(a.data_dir), "max_steps": a.max_steps, "seed": a.seed, "accuracy": acc}
-    save_classifier(a.out, model, train.config, info)
-    write_json(Path(a.out) / "accuracies.json", acc)
+    acc = fit_classifier(a.data_dir, a.out, a.max_steps, a.batch_size, a.crop_width, a.channels, a.lr, a.seed)
     for split, heads in acc.items():
         shown = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in heads.items())
         print(f"{split} accuracy: {shown}")

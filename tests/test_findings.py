@@ -152,3 +152,23 @@ def test_clipped_wavs_copy_synthesis_and_experiments():
     assert findings.report_findings([], cs, exp)["did_not_work"][0].startswith(
         "vocoder copy-synthesis"
     )
+
+
+def test_experiment_winner_by_median_position_with_the_spread_over_clips():
+    def arm(gen, notes):
+        scalars = {"fd": {"generated": gen, "floor": 1.0, "noise": 11.0, "discriminative": True}}
+        return {"status": "ok", "eval": {"metrics": {"scalars": scalars, "note_check": {"notes": notes, "n": 64}},
+                                         "zero_shot": {"what": "FluidR3", "own": {"loss": 0.1, "split": "test"},
+                                                       "other": {"loss": 0.15, "split": "test"}}}}
+    summary = {"budget": "600 s of training each", "grid": {"seed": 0},
+               "runs": {"upstream": arm(10.0, 0), "notes": arm(3.0, 16), "notes-eps": arm(5.0, 8),
+                        "bad": {"status": "failed", "error": "boom"}}}
+    w = findings.experiment_winner(summary)
+    assert w["winner"] == "notes" and [r["name"] for r in w["ranking"]] == ["notes", "notes-eps", "upstream"]
+    s = w["sentences"][0]
+    assert s.startswith("Experiments (600 s of training each, seed 0): notes won on the median position")
+    assert "0.2 against notes-eps 0.4, upstream 0.9; 0.2 better than notes-eps" in s
+    assert "notes 16/64 (25% ± 5%)" in s and "notes minus notes-eps: +12 ± 7 points" in s
+    assert w["sentences"][1].startswith("Zero-shot (FluidR3): notes's loss 0.15 on test vs 0.1 on its own test (1.50x)")
+    assert findings.report_findings([], None, summary)["experiments"]["winner"] == "notes"
+    assert findings.experiment_winner({"runs": {"a": {"status": "ok"}}})["winner"] is None

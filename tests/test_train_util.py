@@ -268,3 +268,24 @@ def test_preview_callback_gets_the_step_and_an_ema_copy(mels, tmp_path):
     assert step4 is not loop.model and not step4.training
     for p, e in zip(step4.parameters(), loop.ema_params[0]):
         assert torch.equal(p.detach(), e)
+
+
+def test_max_train_seconds_stops_with_a_checkpoint_and_resume_spends_only_the_rest(mels, tmp_path):
+    """A wall-time budget ends training cleanly (checkpoint written, seconds recorded in the opt
+    file); a rerun whose budget is spent trains nothing; a larger budget goes on from there."""
+    run = tmp_path / "run"
+    args = tiny_train_args(mels, run, max_steps=0, save_interval=1000, max_train_seconds=0.5)
+    loop = train_from_args(args, progress=False)
+    assert loop.time_up and loop.step >= 1 and 0.5 <= loop.train_seconds < 30
+    step = loop.step
+    opt = torch.load(run / ckpt.opt_name(step), weights_only=True)
+    assert (run / ckpt.model_name(step)).is_file() and opt["train_seconds"] >= 0.5
+    again = train_from_args(args, progress=False)
+    assert again.step == step and ckpt.find_latest(run, again.ema_rate) == step
+    more = train_from_args({**args, "max_train_seconds": opt["train_seconds"] + 0.5}, progress=False)
+    assert more.step > step and more.train_seconds >= opt["train_seconds"] + 0.5
+    # default 0 is upstream's behaviour: no budget, max_steps alone decides
+    plain = train_from_args(tiny_train_args(mels, tmp_path / "plain"), progress=False)
+    assert plain.step == 6 and not plain.time_up
+    with pytest.raises(UserError, match="max_train_seconds"):
+        train_from_args({**args, "max_train_seconds": -1}, progress=False)
