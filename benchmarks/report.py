@@ -49,6 +49,9 @@ GOALS = [
         "V3 vocoder x real time, 2 CPU cores",
         "cpu",
     ),
+    ("scale", ("goals", "open_s"), 10.0, "<=", "MelSet open of the largest packed set (s)", None),
+    ("scale", ("goals", "open_peak_rss_mb"), 1024.0, "<=", "peak RSS opening that set (MB)", None),
+    ("scale", ("goals", "first_batch_s"), 30.0, "<=", "training loader's first batch on it (s)", None),
 ]
 
 
@@ -179,6 +182,14 @@ def data_section(r: dict) -> list[str]:
     return ["### Data pipeline (bench_data.py)", "", *table(["measure", "value"], rows)]
 
 
+def scale_section(r: dict) -> list[str]:
+    from benchmarks.bench_scale import markdown
+
+    clips = r.get("goals", {}).get("clips")
+    title = f"### Scale (bench_scale.py, largest packed set {clips:,} clips)" if clips else "### Scale (bench_scale.py)"
+    return [title, "", markdown(r).rstrip()]
+
+
 def goals_section(results: dict) -> list[str]:
     rows = []
     for name, path, goal, op, what, device in GOALS:
@@ -221,6 +232,7 @@ def render(results: dict[str, dict]) -> str:
         ("sample", sample_section),
         ("vocoder", vocoder_section),
         ("data", data_section),
+        ("scale", scale_section),
     ]
     for name, fn in sections:
         if name in results:

@@ -45,13 +45,17 @@ def crop_offset(frames: int, width: int, rng: np.random.Generator) -> int:
 
 
 def clip_frames(melset: MelSet, index: int) -> int:
-    frames = melset.entries[index].get("frames")
-    return int(frames) if frames is not None else int(melset.load(index).shape[1])
+    frames = melset.frames(index)
+    return frames if frames is not None else int(melset.load(index).shape[1])
 
 
 def longest_clip(melset: MelSet) -> int:
     """Frames of the set's longest clip (0 for an empty set): what a whole clip is."""
-    return max((clip_frames(melset, i) for i in range(len(melset))), default=0)
+    # The manifest's counts as one array (no per-clip parsing); clips without one are loaded.
+    counts = melset.frame_counts()
+    known = int(counts.max(initial=0))
+    unknown = np.flatnonzero(counts < 0)
+    return max([known, *(int(melset.load(int(i)).shape[1]) for i in unknown)])
 
 
 class MelCrops(Dataset):
@@ -87,13 +91,18 @@ class MelCrops(Dataset):
                 f"{melset.root}: {len(melset)} clips in split {melset.split!r} for {world_size} "
                 "processes; every process needs at least one clip (use fewer processes)"
             )
+        # Labels parsed once into an array: per-sample lookups then parse nothing, and an
+        # array is not copied into forked workers the way a list of objects is.
+        self._families: np.ndarray | None = None
         if class_cond:
-            missing = [e["id"] for e in melset.entries if e.get("instrument_family") is None]
+            families = [e.get("instrument_family") for e in melset.entries]
+            missing = [i for i, f in zip(melset.ids, families) if f is None][:3]
             if missing:
                 raise UserError(
                     f"{melset.root}/manifest.jsonl: --class_cond needs instrument_family, missing for "
-                    f"{missing[:3]}; train with --class_cond False"
+                    f"{missing}; train with --class_cond False"
                 )
+            self._families = np.asarray(families, dtype=np.int64)
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
 
@@ -117,7 +126,7 @@ class MelCrops(Dataset):
         x = normalize_clip(fit_width(mel, self.width, offset), self.melset.config)[None]
         cond = {}
         if self.class_cond:
-            cond["y"] = np.int64(self.melset.entries[index]["instrument_family"])
+            cond["y"] = np.int64(self._families[index])
         return x, cond
 
 

@@ -18,7 +18,7 @@ from improved_diffusion.script_util import create_model_and_diffusion, model_and
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_sample, bench_train, bench_vocoder, report  # noqa: E402
+from benchmarks import bench_sample, bench_scale, bench_train, bench_vocoder, report  # noqa: E402
 
 
 def _positive_finite(d: dict, keys) -> None:
@@ -89,6 +89,50 @@ def test_report_renders_every_section(results, capsys):
         assert heading in text
     train = json.loads((results / "train.json").read_text())
     assert f"**{report.fmt(train['ratio'])}x**" in text
+
+
+def test_bench_scale_tiny_sizes(tmp_path, capsys):
+    """200 and 400 clips, both layouts, each measured in its own process: complete rows with
+    sane numbers, the sets removed afterwards, the table printed."""
+    work = tmp_path / "work"
+    bench_scale.main(["--sizes", "200,400", "--prep_clips", "8", "--batches", "2", "--quiet",
+                      "--work_dir", str(work), "--json", str(tmp_path / "scale.json")])
+    r = json.loads((tmp_path / "scale.json").read_text())
+    assert r["sizes"] == [200, 400] and r["layouts"] == ["packed", "files"]
+    assert [(row["clips"], row["layout"]) for row in r["rows"]] == [
+        (200, "packed"), (200, "files"), (400, "packed"), (400, "files")]
+    for row in r["rows"]:
+        o, ld = row["open"], row["loader"]
+        assert o["clips"] == row["clips"] and o["layout"] == row["layout"]
+        assert ld["clips"] == round(0.9 * row["clips"])  # the train split
+        assert ld["batch_shape"] == [1, 1, 80, 64] and ld["num_workers"] == 2
+        _positive_finite(o, ["open_s", "peak_rss_mb", "start_rss_mb", "load_average_1min"])
+        _positive_finite(ld, ["first_batch_s", "peak_rss_mb", "worker_private_mb", "batches_per_s"])
+        assert o["peak_rss_mb"] >= o["start_rss_mb"] and o["open_s"] < 60
+        assert (row["pack_s"] is not None) == (row["layout"] == "packed")
+        p = r["prep"]
+        assert row["prep_s_extrapolated"] == pytest.approx(p["fixed_s"] + row["clips"] / p["marginal_clips_per_s"])
+    assert [q["clips"] for q in r["prep"]["runs"]] == [4, 8] and r["prep"]["runs"][0]["rejected"] == 0
+    assert r["goals"]["clips"] == 400 and r["goals"]["open_under_10_s"] is True
+    assert not list(work.iterdir())  # no --keep: the sets are gone
+    assert "| 400 | files |" in capsys.readouterr().err
+    text = report.render({"scale": r})  # RESULTS.md: the table and the three goals
+    assert "### Scale" in text and "| 400 | packed |" in text
+    assert text.count("largest packed set") == 2 and "first batch on it" in text
+
+
+def test_bench_scale_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_scale.main(["--help"])
+    assert exc.value.code == 0 and "--layouts" in capsys.readouterr().out
+    for flags in (["--layouts", "packed,zip"], ["--sizes", "10,x"]):
+        with pytest.raises(SystemExit) as exc:
+            bench_scale.main(flags)
+        assert exc.value.code == 2
+    assert "--layouts" in capsys.readouterr().err
+    # 100 clips in 3 s, 400 in 6 s: 2 s fixed + 100 clips/s
+    fit = bench_scale.prep_fit([{"clips": 100, "seconds": 3.0}, {"clips": 400, "seconds": 6.0}])
+    assert fit == pytest.approx({"marginal_clips_per_s": 100.0, "fixed_s": 2.0})
 
 
 def test_report_refuses_empty_folder(tmp_path):

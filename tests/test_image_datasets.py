@@ -110,3 +110,16 @@ def test_bad_flags(tmp_path):
         load_data(data_dir=root, batch_size=0, crop_width=8)
     with pytest.raises(UserError, match="--crop"):
         load_data(data_dir=root, batch_size=1, crop_width=8, crop="middle")
+
+
+def test_longest_clip_from_manifest_counts_loading_only_unknown(tmp_path):
+    from improved_diffusion.image_datasets import clip_frames, longest_clip
+
+    root = _exact_set(tmp_path, [np.zeros((4, 5)), np.zeros((4, 9)), np.zeros((4, 7))])
+    assert longest_clip(MelSet(root)) == 9
+    lines = (root / "manifest.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({"id": "c2", "split": "train"})  # no frame count: the mel is loaded
+    np.save(root / "train" / "c2.npy", np.zeros((4, 12), np.float32))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    ms = MelSet(root)
+    assert clip_frames(ms, 0) == 5 and clip_frames(ms, 2) == 12 and longest_clip(ms) == 12
