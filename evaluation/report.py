@@ -424,8 +424,14 @@ def wav_peaks(run: Run) -> list[float] | None:
 
 
 def _copy_synthesis_results(path: str | os.PathLike | None) -> dict | None:
+    """--copy_synthesis's results.json; without one, the table measured for the shipped note
+    vocoder (its training.json), so a default vocoder that loses to Griffin-Lim is reported."""
     if path is None:
-        return None
+        from hifigan.inference import notes_weights
+
+        shipped = notes_weights()
+        training = _read_json(shipped / "training.json") if shipped else None
+        return (training or {}).get("measured")
     p = Path(path)
     p = p / "results.json" if p.is_dir() else p
     result = _read_json(p)
@@ -467,9 +473,19 @@ def design_paragraphs(runs: list[Run], data_dir: Path | None, griffin_lim: bool)
              f"trained {(runs[0].losses or {}).get('step', a.get('max_steps', '?'))} steps, batch "
              f"{a.get('batch_size', '?')}, lr {a.get('lr', '?')}, EMA {a.get('ema_rate', '?')}, seed {a.get('seed', '?')}.")
     voc = ("Griffin-Lim" if griffin_lim or cfg.get("preset") != "universal"
-           else "the pretrained HiFi-GAN UNIVERSAL_V1 (jik876/hifi-gan)")
+           else _default_vocoder_words())
     vocoder = f"Vocoder: {voc}. Full tables, all flags and every clip's audio: index.html beside this file."
     return [data, mel, model, vocoder]
+
+
+def _default_vocoder_words() -> str:
+    """What vocodes universal-preset mels by default (hifigan.inference.vocoder_for's choice)."""
+    from hifigan.inference import NOTES_NAME, notes_weights
+
+    if notes_weights() is not None:
+        return (f"the note vocoder trained here ({NOTES_NAME}: a Vocos-style Fourier-head generator "
+                "on the mel's pseudo-inverse envelope, spectral losses; README, Vocoder)")
+    return "the pretrained HiFi-GAN UNIVERSAL_V1 (jik876/hifi-gan)"
 
 
 def loss_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
@@ -603,7 +619,9 @@ def make_report(
     title = "mel-diffusion report: " + ", ".join(r.label for r in runs)
     exp_summary = _read_json(Path(experiments) / "experiments.json") if experiments else None
     found = fnd.report_findings([(r.label, r.metrics, wav_peaks(r)) for r in runs],
-                                _copy_synthesis_results(copy_synthesis_results),
+                                _copy_synthesis_results(copy_synthesis_results) if copy_synthesis_results
+                                or (runs[0].mel_config or {}).get("preset") == "universal" and not griffin_lim
+                                else None,
                                 exp_summary if isinstance(exp_summary, dict) else None)
     findings_section(rep, found)
     losses_section(rep, runs)

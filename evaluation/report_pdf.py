@@ -39,6 +39,9 @@ REFERENCES = (
     "diffusion training via Min-SNR weighting strategy. ICCV.",
     "Kong, J., Kim, J. and Bae, J. (2020). HiFi-GAN: generative adversarial networks for efficient "
     "and high fidelity speech synthesis. NeurIPS (code and UNIVERSAL_V1 weights: github.com/jik876/hifi-gan).",
+    "Siuzdak, H. (2024). Vocos: closing the gap between time-domain and Fourier-based neural vocoders "
+    "for high-quality audio synthesis. ICLR (the note vocoder's architecture).",
+    "Yamamoto, R., Song, E. and Kim, J.-M. (2020). Parallel WaveGAN (multi-resolution STFT loss). ICASSP.",
     "Griffin, D. and Lim, J. (1984). Signal estimation from modified short-time Fourier transform. "
     "IEEE Trans. ASSP 32(2).",
     "Engel, J., Resnick, C., Roberts, A., Dieleman, S., Eck, D., Simonyan, K. and Norouzi, M. (2017). "

@@ -11,7 +11,12 @@ Config keys (beside the mel analysis keys of a HiFi-GAN config): "generator": "v
 "vocos_dim", "vocos_intermediate_dim", "vocos_layers", and "vocos_mel_prior" (default false):
 when true the head's log magnitude is a correction to the magnitude the mel itself implies
 (the filterbank's pseudo-inverse applied to exp(log-mel), the start Griffin-Lim takes), so
-training starts from the right spectral envelope and spends its steps on phase and detail.
+training starts from the right spectral envelope and spends its steps on phase and detail;
+"vocos_phase" ("direct", the default, as in Vocos; or "integrated"): with "integrated" the
+head predicts, per bin and frame, a frequency deviation d in (-1/2, 1/2) bins and a phase
+offset, and the phase is the offset plus the running sum of the advance a sinusoid at
+(bin + d) makes in one hop (as GANSynth models NSynth notes by instantaneous frequency):
+a held partial gets a phase coherent over frames, hence a steady pitch, from the start.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from torch.nn import functional as F
 
 VOCOS_KEYS = ("vocos_dim", "vocos_intermediate_dim", "vocos_layers")
 # Keys that change what the generator computes without being required in a config.
-VOCOS_OPTIONAL_KEYS = ("vocos_mel_prior",)
+VOCOS_OPTIONAL_KEYS = ("vocos_mel_prior", "vocos_phase")
+PHASE_MODES = ("direct", "integrated")
 # The log floor of HiFi-GAN's mel (log of its 1e-5 clamp).
 LOG_CLIP = -11.5129
 # exp() of the predicted log magnitude is capped here: an untrained head must not overflow.
@@ -80,12 +86,18 @@ class VocosGenerator(nn.Module):
             ConvNeXtBlock(dim, int(h["vocos_intermediate_dim"]), 1.0 / layers) for _ in range(layers)
         )
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, self.n_fft + 2)  # log magnitude and phase per bin
+        # Per bin: log magnitude and phase (direct), or log magnitude, phase offset and
+        # frequency deviation (integrated).
+        outputs = 3 if str(h.get("vocos_phase", "direct")) == "integrated" else 2
+        self.head = nn.Linear(dim, outputs * (self.n_fft // 2 + 1))
         # The analysis window (hann of win_size, centred in n_fft as torch.stft places it).
         left = (self.n_fft - self.win) // 2
         window = F.pad(torch.hann_window(self.win), (left, self.n_fft - self.win - left))
         self.register_buffer("window", window, persistent=False)
         self.mel_prior = bool(h.get("vocos_mel_prior", False))
+        self.phase_mode = str(h.get("vocos_phase", "direct"))
+        if self.phase_mode not in PHASE_MODES:
+            raise ValueError(f"vocos_phase {self.phase_mode!r}: choose one of {PHASE_MODES}")
         if self.mel_prior:
             from hifigan.meldataset import mel_basis
 
@@ -110,7 +122,13 @@ class VocosGenerator(nn.Module):
         for block in self.blocks:
             y = block(y)
         y = self.head(self.final_norm(y.transpose(1, 2))).transpose(1, 2)  # [B, n_fft + 2, T]
-        log_mag, phase = y.float().chunk(2, dim=1)
+        if self.phase_mode == "integrated":
+            log_mag, offset, deviation = y.float().chunk(3, dim=1)
+            bins = torch.arange(log_mag.shape[1], device=y.device, dtype=torch.float32)[None, :, None]
+            advance = 2 * torch.pi * (bins + 0.5 * torch.tanh(deviation)) * (self.hop / self.n_fft)
+            phase = offset + torch.cumsum(advance, dim=-1)
+        else:
+            log_mag, phase = y.float().chunk(2, dim=1)
         if self.mel_prior:
             implied = torch.matmul(self.mel_inverse, torch.exp(x.float()))  # [B, bins, T]
             log_mag = log_mag + torch.log(implied.clamp_min(float(torch.exp(torch.tensor(LOG_CLIP)))))

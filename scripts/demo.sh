@@ -25,7 +25,7 @@ step() { echo; echo "== [$(( $(date +%s) - t0 ))s] $*"; }
 step "1/9 render NSynth-GM ($SIZE) -> $OUT/data"
 $PY -m datasets.nsynth_gm --out "$OUT/data" --size "$SIZE" --seed 0 --workers 2
 
-step "2/9 mels with the universal preset (22.05 kHz analysis, the pretrained vocoder's) -> $OUT/mels"
+step "2/9 mels with the universal preset (22.05 kHz analysis, the shipped vocoders') -> $OUT/mels"
 $PY scripts/prep_mels.py --input "$OUT/data" --output "$OUT/mels" --workers 2
 
 # The notes recipe (docs/RECIPE.md): whole notes (344 frames padded to 352), a 2x4 (mel x frame)
@@ -39,7 +39,7 @@ OMP_NUM_THREADS=2 $PY scripts/mel_train.py --data_dir "$OUT/mels" --log_dir "$RU
   --save_interval 400 --keep_checkpoints 2 --val_interval 400 --val_samples 16 \
   --sample_interval 0 --log_interval 100 --num_workers 1 --seed 0
 
-step "4/9 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the pretrained HiFi-GAN"
+step "4/9 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the shipped note vocoder"
 $PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
   --batch_size 16 --sampler dpmpp2m --steps 20 --seed 0
 

@@ -63,7 +63,7 @@ def test_npy_and_npz_to_wav_at_out_rate(tmp_path):
     y0, _ = sf.read(out / "samples_0000.wav")
     assert np.corrcoef(y, y0)[0, 1] > 0.99
     info = json.loads((out / "vocoder.json").read_text())
-    assert info["name"] == "hifigan-universal-v1" and info["is_fallback"] is False
+    assert info["name"] == "notes-vocos-v1" and info["is_fallback"] is False  # the default for universal mels
     assert info["out_rate"] == 16000 and info["resampled"] is True
 
 
