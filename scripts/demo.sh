@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded default (NSynth-GM, rendered from the General MIDI SoundFont
 # that the pretty_midi package ships), on CPU, writing everything under runs/demo/.
-# Every step resumes: rerunning `make demo` skips what is already done.
+# Every step resumes: rerunning `make demo` skips the stages that finished (see `stage`) and
+# resumes the one a kill interrupted.
 # Knobs: DEMO_OUT (runs/demo), DEMO_SIZE (small | tiny), DEMO_STEPS (training steps, 1200),
 # DEMO_SAMPLES (generated notes, 64).
 set -euo pipefail
@@ -21,40 +22,60 @@ fi
 mkdir -p "$OUT"
 t0=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - t0 ))s] $*"; }
+# stage ID TITLE CMD...: run CMD unless stage ID finished before with the same command. A
+# stage's stamp ($OUT/.done/ID, holding its command) is written only after it succeeds, so a
+# kill at any moment reruns just the stage it hit (training resumes from its checkpoint); once
+# a stage runs, every later one runs too (their inputs may have changed).
+DONE="$OUT/.done"
+mkdir -p "$DONE"
+RERUN_REST=""
+stage() {
+  local id=$1 title=$2
+  shift 2
+  if [ -z "$RERUN_REST" ] && [ -f "$DONE/$id" ] && [ "$(cat "$DONE/$id")" = "$*" ]; then
+    step "$title: done before, skipped"
+    return 0
+  fi
+  RERUN_REST=1
+  rm -f "$DONE/$id"
+  step "$title"
+  "$@"
+  printf '%s' "$*" > "$DONE/$id.tmp" && mv "$DONE/$id.tmp" "$DONE/$id"
+}
 
-step "1/9 render NSynth-GM ($SIZE) -> $OUT/data"
-$PY -m datasets.nsynth_gm --out "$OUT/data" --size "$SIZE" --seed 0 --workers 2
+stage render "1/9 render NSynth-GM ($SIZE) -> $OUT/data" \
+  $PY -m datasets.nsynth_gm --out "$OUT/data" --size "$SIZE" --seed 0 --workers 2
 
-step "2/9 mels with the universal preset (22.05 kHz analysis, the shipped vocoders') -> $OUT/mels"
-$PY scripts/prep_mels.py --input "$OUT/data" --output "$OUT/mels" --workers 2
+stage mels "2/9 mels with the universal preset (22.05 kHz analysis, the shipped vocoders') -> $OUT/mels" \
+  $PY scripts/prep_mels.py --input "$OUT/data" --output "$OUT/mels" --workers 2
 
 # The notes recipe (docs/RECIPE.md): whole notes (344 frames padded to 352), a 2x4 (mel x frame)
 # patch folded into channels, v-prediction with Min-SNR-5 weighting, lr 2e-3 with warm-up, EMA
 # with warm-up.
-step "3/9 train the notes recipe for $STEPS steps -> $RUN"
-OMP_NUM_THREADS=2 $PY scripts/mel_train.py --data_dir "$OUT/mels" --log_dir "$RUN" --max_steps "$STEPS" \
+stage train "3/9 train the notes recipe for $STEPS steps -> $RUN" \
+  env OMP_NUM_THREADS=2 $PY scripts/mel_train.py --data_dir "$OUT/mels" --log_dir "$RUN" --max_steps "$STEPS" \
   --num_channels 32 --num_res_blocks 1 --channel_mult 1,2,2,2 --attention_resolutions "" \
   --patch_size 2,4 --crop_width 352 --batch_size 8 --lr 2e-3 --lr_warmup_steps 100 \
   --noise_schedule cosine --predict_v True --snr_gamma 5 --ema_rate 0.995 --ema_warmup True \
   --save_interval 400 --keep_checkpoints 2 --val_interval 400 --val_samples 16 \
   --sample_interval 0 --log_interval 100 --num_workers 1 --seed 0
 
-step "4/9 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the shipped note vocoder"
-$PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
+stage sample "4/9 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the shipped note vocoder" \
+  $PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
   --batch_size 16 --sampler dpmpp2m --steps 20 --seed 0
 
-step "5/9 losses and bits/dim per split (raw and EMA weights)"
-$PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1
+stage losses "5/9 losses and bits/dim per split (raw and EMA weights)" \
+  $PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1
 
-step "6/9 train the evaluation classifier (pitch, family, source)"
-$PY scripts/train_classifier.py --data_dir "$OUT/mels" --out "$OUT/classifier" --max_steps "$CLF_STEPS"
+stage classifier "6/9 train the evaluation classifier (pitch, family, source)" \
+  $PY scripts/train_classifier.py --data_dir "$OUT/mels" --out "$OUT/classifier" --max_steps "$CLF_STEPS"
 
-step "7/9 audio metrics of the samples, with the real-vs-real floor"
-$PY scripts/audio_metrics.py --real "$OUT/mels" --generated "$RUN/samples" \
+stage metrics "7/9 audio metrics of the samples, with the real-vs-real floor" \
+  $PY scripts/audio_metrics.py --real "$OUT/mels" --generated "$RUN/samples" \
   --classifier "$OUT/classifier" --out "$RUN/metrics.json"
 
-step "8/9 interpolate between two held-out notes of different families, 7+ semitones apart (DDIM inversion + slerp)"
-$PY scripts/interpolate.py --model_path "$RUN" --data_dir "$OUT/mels" --pick_endpoints --steps 5 --timestep_respacing ddim25 \
+stage interp "8/9 interpolate between two held-out notes of different families, 7+ semitones apart (DDIM inversion + slerp)" \
+  $PY scripts/interpolate.py --model_path "$RUN" --data_dir "$OUT/mels" --pick_endpoints --steps 5 --timestep_respacing ddim25 \
   --out_dir "$RUN/interp"
 
 step "9/9 report"
