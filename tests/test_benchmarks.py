@@ -289,3 +289,26 @@ def test_prepare_for_sampling_keeps_the_checkpoints_attention():
     )
     assert fast.process_env(fast.UPSTREAM) == {"OMP_WAIT_POLICY": ""}
     assert fast.process_env(fast.fastest_mode("cpu")) == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_bench_quality_lists_two_equal_time_arms_and_ranks_them():
+    import subprocess
+
+    from benchmarks.bench_quality import quality_grid, quality_table
+
+    r = subprocess.run([sys.executable, "benchmarks/bench_quality.py", "--list", "--seconds", "120"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs, 120 s of training each" in r.stdout and "upstream:" in r.stdout and "notes:" in r.stdout
+    grid = quality_grid(120, 16)
+    assert set(grid["arms"]) == {"upstream", "notes"} and grid["max_train_seconds"] == 120
+    assert grid["arms"]["upstream"]["learn_sigma"] is True and grid["arms"]["notes"]["predict_v"] is True
+    rows = [{"name": "upstream", "status": "ok", "step": 170, "train_s": 600, "position": 0.9, "fd": 500, "notes": "0/64"},
+            {"name": "notes", "status": "ok", "step": 2000, "train_s": 600, "position": 0.2, "fd": 300, "notes": "20/64"}]
+    table = quality_table({"rows": rows})
+    assert table["notes_recipe_ahead"] is True and table["arms"]["upstream"]["step"] == 170
+    rows[1]["position"] = 0.95
+    assert quality_table({"rows": rows})["notes_recipe_ahead"] is False
+    bad = subprocess.run([sys.executable, "benchmarks/bench_quality.py", "--seconds", "0"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "--seconds" in bad.stderr
