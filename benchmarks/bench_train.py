@@ -5,9 +5,14 @@ The reference configuration: batch 8 of 80 x 64 mel crops, num_channels 64, chan
 sigma, cosine schedule, AdamW + EMA. One step = timestep draw, forward, loss
 (diffusion.training_losses), backward, AdamW step, EMA update.
 
-Both modes run improved_diffusion.train_util.TrainLoop.run_step itself (data already in
-memory), with speed_mode = `fast` (fastest_mode(device), TrainLoop's default) or
-`upstream` = fp32, eager, einsum attention, NCHW, per-parameter AdamW and EMA loops.
+The fast mode runs improved_diffusion.train_util.TrainLoop.run_step itself (data already in
+memory, speed_mode = fastest_mode(device), TrainLoop's default). The baseline is upstream
+improved-diffusion's training step written lean, as its TrainLoop does it for one fp32
+microbatch and nothing more: zero the grads, draw uniform timesteps, training_losses,
+weighted mean, backward, the grad-norm and loss-dict logging (one .item() per parameter and
+per loss quartile, as upstream's log_grad_norm / log_loss_dict), AdamW, then the EMA as
+upstream's per-parameter loop (the model itself in fp32, eager, einsum attention, NCHW, from
+fast.UPSTREAM). So the ratio is what a user coming from upstream sees.
 Each mode runs in its own process (its own peak memory) and the two are timed turn about,
 so both see the same machine load; the median step counts.
 
@@ -96,6 +101,49 @@ def build_step(mode, flags: dict, batch: int, device: str):
     return step
 
 
+def build_upstream_step(flags: dict, batch: int, device: str):
+    """Upstream's full training step, lean (see the module docstring); returns step()."""
+    import torch
+
+    from improved_diffusion import fast
+    from improved_diffusion.resample import UniformSampler
+    from improved_diffusion.script_util import create_model_and_diffusion
+
+    torch.manual_seed(0)
+    model, diffusion = create_model_and_diffusion(**flags)
+    fast.apply_to_model(model, fast.UPSTREAM)  # fp32, NCHW, einsum attention: upstream's model
+    model.to(device).train()
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, foreach=False)
+    ema = [p.detach().clone() for p in params]
+    sampler = UniformSampler(diffusion)
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(batch, 1, flags["num_mels"], flags["crop_width"], generator=g) * 2 - 1).to(device)
+
+    def step() -> None:
+        for p in params:
+            if p.grad is not None:
+                p.grad.detach_()
+                p.grad.zero_()
+        t, weights = sampler.sample(batch, device)
+        losses = diffusion.training_losses(model, x, t)
+        (losses["loss"] * weights).mean().backward()
+        grad_sq = 0.0
+        for p in params:
+            grad_sq += (p.grad**2).sum().item()
+        for values in losses.values():
+            values.mean().item()
+            for sub_t, sub_loss in zip(t.cpu().numpy(), values.detach().cpu().numpy()):
+                int(4 * sub_t // diffusion.num_timesteps), float(sub_loss)
+        opt.step()
+        with torch.no_grad():
+            for targ, src in zip(ema, params):
+                targ.mul_(0.9999).add_(src, alpha=1 - 0.9999)
+
+    step.params, step.ema = params, ema  # for the test of what one step does
+    return step
+
+
 def worker(args) -> None:
     import torch
 
@@ -112,7 +160,10 @@ def worker(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     common.reset_peak_rss()
     rss0 = common.rss_mb()
-    step = build_step(mode, model_flags(args.quick), args.batch, device)
+    if args._worker == "upstream":
+        step = build_upstream_step(model_flags(args.quick), args.batch, device)
+    else:
+        step = build_step(mode, model_flags(args.quick), args.batch, device)
     for _ in range(args.warmup):
         step()
 

@@ -312,3 +312,17 @@ def test_bench_quality_lists_two_equal_time_arms_and_ranks_them():
     bad = subprocess.run([sys.executable, "benchmarks/bench_quality.py", "--seconds", "0"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and "--seconds" in bad.stderr
+
+
+def test_bench_train_baseline_is_upstreams_lean_step():
+    """The baseline step trains (parameters move) and keeps an EMA at upstream's 0.9999 rate."""
+    flags = {**model_and_diffusion_defaults(), **bench_train.QUICK}
+    torch.manual_seed(0)
+    before = [p.detach().clone() for p in create_model_and_diffusion(**flags)[0].parameters()]
+    step = bench_train.build_upstream_step(flags, 2, "cpu")
+    step()
+    params, ema = step.params, step.ema
+    moved = sum(float((p - b).abs().sum()) for p, b in zip(params, before))
+    assert moved > 0
+    for e, b, p in zip(ema, before, params):
+        torch.testing.assert_close(e, 0.9999 * b + 0.0001 * p.detach(), rtol=1e-5, atol=1e-6)
