@@ -352,6 +352,17 @@ def summary_tables(rows: list[dict]) -> tuple[str, str]:
     return buf.getvalue(), "\n".join(md) + "\n"
 
 
+LOSS_FLAGS = ("predict_v", "predict_xstart", "learn_sigma", "snr_gamma", "use_kl", "rescale_learned_sigmas",
+              "noise_schedule", "diffusion_steps")
+
+
+def loss_definition(result: dict) -> tuple:
+    """The flags that define what a run's training loss measures (two runs that differ in one
+    of them report losses that cannot be compared)."""
+    flags = result.get("flags") or {}
+    return tuple(flags.get(k) for k in LOSS_FLAGS)
+
+
 def what_did_not_work(results: dict[str, dict]) -> list[str]:
     """Plain sentences for the report: failed runs, non-finite losses, configs clearly worse."""
     notes = []
@@ -365,11 +376,19 @@ def what_did_not_work(results: dict[str, dict]) -> list[str]:
         v = r["valid_loss"]
         if r["status"] == "ok" and (v is None or not math.isfinite(v)):
             notes.append(f"{n}: validation loss is not finite")
-    if len(finite) >= 2:
-        best = min(finite, key=finite.get)
-        for n, v in finite.items():
-            if n != best and v > 1.25 * finite[best]:
-                notes.append(f"{n}: validation loss {v:.4g} is {v / finite[best]:.2f}x the best ({best}, {finite[best]:.4g})")
+    # Losses of different targets or weightings (epsilon vs v, hybrid, Min-SNR) are different
+    # quantities: compare validation losses only within a group that shares the loss.
+    groups: dict[tuple, dict[str, float]] = {}
+    for n, v in finite.items():
+        groups.setdefault(loss_definition(results[n]), {})[n] = v
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        best = min(group, key=group.get)
+        for n, v in group.items():
+            if n != best and v > 1.25 * group[best]:
+                notes.append(f"{n}: validation loss {v:.4g} is {v / group[best]:.2f}x the best with the same loss "
+                             f"({best}, {group[best]:.4g})")
     for n, r in results.items():
         m = ((r.get("eval") or {}).get("metrics")) or {}
         floor = m.get("floor") or {}

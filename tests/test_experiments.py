@@ -39,7 +39,11 @@ def test_did_not_work_notes():
     worse = {"status": "ok", "eval": {"losses": {"weights": {"ema": {"splits": {"valid": {"loss": 2.0}}}}}}}
     notes = ex.what_did_not_work({"a": ok, "b": worse, "c": {"status": "failed", "error": "boom"}})
     assert notes[0] == "c: failed (boom)"
-    assert any(n.startswith("b: validation loss 2 is 2.00x the best (a") for n in notes)
+    assert any(n.startswith("b: validation loss 2 is 2.00x the best with the same loss (a") for n in notes)
+    # Another target (v-prediction) measures another quantity: its loss is not compared.
+    v_pred = {**worse, "flags": {"predict_v": True}}
+    notes = ex.what_did_not_work({"a": ok, "b": v_pred})
+    assert not any("validation loss" in n for n in notes)
 
 
 def test_tiny_grid_runs(tmp_path, capsys):
