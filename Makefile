@@ -1,4 +1,4 @@
-# Two commands for a fresh machine: `make demo` and `make test` (and `make experiments`, ~45 min).
+# Two commands for a fresh machine: `make demo` and `make test` (and `make experiments`, ~42 min).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
