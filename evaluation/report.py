@@ -347,14 +347,20 @@ def zero_shot_section(rep: Report, runs: list[Run]) -> None:
     rep.section("Zero-shot (trained on one set, evaluated on another)", table(header, rows), md_table(header, rows))
 
 
+def _experiment_columns(summary: dict) -> list[str]:
+    rows = summary.get("rows") or []
+    return list(rows[0]) if rows and isinstance(rows[0], dict) else []
+
+
 def experiments_section(rep: Report, exp_dir: Path | None) -> dict | None:
     summary = _read_json(exp_dir / "experiments.json") if exp_dir else None
     if not isinstance(summary, dict):
         rep.section("Experiments", NOT_COMPUTED, "not computed\n")
         return None
-    from evaluation.experiments import COLUMNS
-
-    rows = [[row.get(c) for c in COLUMNS] for row in summary.get("rows", [])]
+    # The table's columns are the rows' own keys, in experiments.COLUMNS order (read from the
+    # JSON: the report reads experiments' output, it does not import the module that runs them).
+    columns = _experiment_columns(summary)
+    rows = [[row.get(c) for c in columns] for row in summary.get("rows", [])]
     grid = summary.get("grid") or {}
     budget = summary.get("budget") or f"{grid.get('max_steps')} steps each"
     sentences = fnd.experiment_winner(summary)["sentences"]
@@ -367,8 +373,8 @@ def experiments_section(rep: Report, exp_dir: Path | None) -> dict | None:
             f"base flags <code>{escape(json.dumps(grid.get('base', {}), sort_keys=True))}</code></p>" + link
             + "".join(f"<p>{escape(x)}</p>" for x in sentences)
             + ("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in inputs) + "</ul>" if inputs else "")
-            + table(list(COLUMNS), rows))
-    md = "".join(f"{x}\n\n" for x in sentences) + md_table(list(COLUMNS[:7]), [r[:7] for r in rows])
+            + table(columns, rows))
+    md = "".join(f"{x}\n\n" for x in sentences) + md_table(columns[:7], [r[:7] for r in rows])
     rep.section("Experiments", body, md)
     return summary
 
@@ -521,9 +527,7 @@ def pdf_content(runs: list[Run], data_dir: Path | None, real: list[tuple[str, np
         if keep:
             c.curves.append((r.label, keep))
     if isinstance(exp_summary, dict) and exp_summary.get("rows"):
-        from evaluation.experiments import COLUMNS
-
-        cols = [k for k in COLUMNS if k in ("name", "status", "step", "train_s", "valid_loss", "valid_bpd", "fd",
+        cols = [k for k in _experiment_columns(exp_summary) if k in ("name", "status", "step", "train_s", "valid_loss", "valid_bpd", "fd",
                                              "notes", "position", "zs_other_loss")]
         c.experiment_header = cols
         c.experiment_rows = [[_fmt(row.get(k)) for k in cols] for row in exp_summary["rows"]]
