@@ -145,10 +145,21 @@ def assert_same_tensors(a, b, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
+# Wall-clock seconds spent training (for --max_train_seconds) differ between any two runs.
+WALL_CLOCK_KEYS = ("train_seconds",)
+
+
 def assert_same_run(run: Path, ref: Path, step: int = TINY_STEPS) -> None:
     for name in (f"model{step:06d}.pt", f"ema_0.9999_{step:06d}.pt", f"opt{step:06d}.pt"):
         assert (run / name).is_file(), f"{name} missing"
-        assert_same_tensors(checkpoint_tensors(run / name), checkpoint_tensors(ref / name), name)
+        got, want = checkpoint_tensors(run / name), checkpoint_tensors(ref / name)
+        if isinstance(got, dict) and isinstance(want, dict):
+            for key in WALL_CLOCK_KEYS:
+                assert (key in got) == (key in want), f"{name}: {key} in one run only"
+                if key in got:
+                    assert got[key] > 0, f"{name}: {key} not recorded"
+                got, want = {k: v for k, v in got.items() if k != key}, {k: v for k, v in want.items() if k != key}
+        assert_same_tensors(got, want, name)
 
 
 @needs("mel_train.py")
