@@ -300,9 +300,9 @@ def vocoder_for(
     if not config.differences(universal, ANALYSIS_FIELDS):
         return notes_vocoder(device) if notes_weights() is not None else universal_vocoder(device)
     warnings.warn(
-        f"no vocoder matches mel config preset {config.preset!r} (the pretrained one needs preset "
+        f"no vocoder matches mel config preset {config.preset!r} (the shipped ones need preset "
         "'universal'); falling back to Griffin-Lim. Train one with `python -m hifigan.train` "
-        "and pass --checkpoint for real quality.",
+        "(e.g. --config hifigan/configs/config_notes_vocos.json) and pass it as --vocoder for real quality.",
         stacklevel=2,
     )
     return GriffinLimVocoder(config)
