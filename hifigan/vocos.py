@@ -31,8 +31,8 @@ VOCOS_KEYS = ("vocos_dim", "vocos_intermediate_dim", "vocos_layers")
 # Keys that change what the generator computes without being required in a config.
 VOCOS_OPTIONAL_KEYS = ("vocos_mel_prior", "vocos_phase")
 PHASE_MODES = ("direct", "integrated")
-# The log floor of HiFi-GAN's mel (log of its 1e-5 clamp).
-LOG_CLIP = -11.5129
+# HiFi-GAN's mel clamps magnitudes at 1e-5 before the log; the prior's envelope is floored alike.
+MAGNITUDE_FLOOR = 1e-5
 # exp() of the predicted log magnitude is capped here: an untrained head must not overflow.
 MAX_LOG_MAGNITUDE = 4.6  # e^4.6 ~ 100, above any bin of audio peaking at 0.95
 
@@ -131,7 +131,7 @@ class VocosGenerator(nn.Module):
             log_mag, phase = y.float().chunk(2, dim=1)
         if self.mel_prior:
             implied = torch.matmul(self.mel_inverse, torch.exp(x.float()))  # [B, bins, T]
-            log_mag = log_mag + torch.log(implied.clamp_min(float(torch.exp(torch.tensor(LOG_CLIP)))))
+            log_mag = log_mag + torch.log(implied.clamp_min(MAGNITUDE_FLOOR))
         mag = torch.exp(log_mag.clamp(max=MAX_LOG_MAGNITUDE))
         return torch.polar(mag, phase)
 
