@@ -455,6 +455,7 @@ class TrainLoop:
             self.model.train()
             for k, v in out.items():
                 self.log.logkv(f"val_{k}", v)
+            self.log.logkv("step", self.step)  # the row's step, so curves put it where it was taken
             self.log.dumpkvs(self.step)
         dist_util.barrier()
         return out

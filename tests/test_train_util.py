@@ -86,6 +86,8 @@ def test_checkpoint_names_keep_last_and_args(mels, tmp_path):
     rows = list(csv.DictReader(open(run / "progress.csv")))
     val = [float(r["val_loss"]) for r in rows if r.get("val_loss")]
     assert len(val) == 2 and all(0 < v < 3 for v in val) and "val_mse_q3" in rows[0]
+    # Validation rows carry their step (the curves plot them there, not at their row number).
+    assert [float(r["step"]) for r in rows if r.get("val_loss")] == [4.0, 8.0]
     previews = sorted(p.name for p in (run / "samples" / "000008").iterdir())
     assert previews == ["mel_config.json", "sample_00000.npy", "sample_00000.png", "sample_00001.npy", "sample_00001.png"]
     mel = np.load(run / "samples" / "000008" / "sample_00000.npy")
