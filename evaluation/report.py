@@ -429,10 +429,13 @@ def wav_peaks(run: Run) -> list[float] | None:
     return peaks
 
 
-def _copy_synthesis_results(path: str | os.PathLike | None) -> dict | None:
-    """--copy_synthesis's results.json; without one, the table measured for the shipped note
-    vocoder (its training.json), so a default vocoder that loses to Griffin-Lim is reported."""
+def _copy_synthesis_results(path: str | os.PathLike | None, default_vocoder_ran: bool) -> dict | None:
+    """--copy_synthesis's results.json; without one, and when the default vocoder made the
+    run's audio, the table measured for the shipped note vocoder (its training.json), so a
+    default vocoder that loses to Griffin-Lim is reported."""
     if path is None:
+        if not default_vocoder_ran:
+            return None
         from hifigan.inference import notes_weights
 
         shipped = notes_weights()
@@ -478,10 +481,14 @@ def design_paragraphs(runs: list[Run], data_dir: Path | None, griffin_lim: bool)
              f"{target}, learned variance {bool(a.get('learn_sigma'))}, Min-SNR gamma {a.get('snr_gamma', 0) or 'off'}; "
              f"trained {(runs[0].losses or {}).get('step', a.get('max_steps', '?'))} steps, batch "
              f"{a.get('batch_size', '?')}, lr {a.get('lr', '?')}, EMA {a.get('ema_rate', '?')}, seed {a.get('seed', '?')}.")
-    voc = ("Griffin-Lim" if griffin_lim or cfg.get("preset") != "universal"
-           else _default_vocoder_words())
+    voc = _default_vocoder_words() if _default_vocoder_ran(cfg or {}, griffin_lim) else "Griffin-Lim"
     vocoder = f"Vocoder: {voc}. Full tables, all flags and every clip's audio: index.html beside this file."
     return [data, mel, model, vocoder]
+
+
+def _default_vocoder_ran(mel_config: dict, griffin_lim: bool) -> bool:
+    """Whether the default neural vocoder (not Griffin-Lim) vocoded mels of this config."""
+    return not griffin_lim and mel_config.get("preset") == "universal"
 
 
 def _default_vocoder_words() -> str:
@@ -623,9 +630,8 @@ def make_report(
     title = "mel-diffusion report: " + ", ".join(r.label for r in runs)
     exp_summary = _read_json(Path(experiments) / "experiments.json") if experiments else None
     found = fnd.report_findings([(r.label, r.metrics, wav_peaks(r)) for r in runs],
-                                _copy_synthesis_results(copy_synthesis_results) if copy_synthesis_results
-                                or (runs[0].mel_config or {}).get("preset") == "universal" and not griffin_lim
-                                else None,
+                                _copy_synthesis_results(copy_synthesis_results,
+                                                        _default_vocoder_ran(runs[0].mel_config or {}, griffin_lim)),
                                 exp_summary if isinstance(exp_summary, dict) else None)
     findings_section(rep, found)
     losses_section(rep, runs)

@@ -86,18 +86,18 @@ class VocosGenerator(nn.Module):
             ConvNeXtBlock(dim, int(h["vocos_intermediate_dim"]), 1.0 / layers) for _ in range(layers)
         )
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.phase_mode = str(h.get("vocos_phase", "direct"))
+        if self.phase_mode not in PHASE_MODES:
+            raise ValueError(f"vocos_phase {self.phase_mode!r}: choose one of {PHASE_MODES}")
         # Per bin: log magnitude and phase (direct), or log magnitude, phase offset and
         # frequency deviation (integrated).
-        outputs = 3 if str(h.get("vocos_phase", "direct")) == "integrated" else 2
+        outputs = 3 if self.phase_mode == "integrated" else 2
         self.head = nn.Linear(dim, outputs * (self.n_fft // 2 + 1))
         # The analysis window (hann of win_size, centred in n_fft as torch.stft places it).
         left = (self.n_fft - self.win) // 2
         window = F.pad(torch.hann_window(self.win), (left, self.n_fft - self.win - left))
         self.register_buffer("window", window, persistent=False)
         self.mel_prior = bool(h.get("vocos_mel_prior", False))
-        self.phase_mode = str(h.get("vocos_phase", "direct"))
-        if self.phase_mode not in PHASE_MODES:
-            raise ValueError(f"vocos_phase {self.phase_mode!r}: choose one of {PHASE_MODES}")
         if self.mel_prior:
             from hifigan.meldataset import mel_basis
 
