@@ -14,8 +14,9 @@ setup(
     packages=find_packages(
         include=["melcore*", "improved_diffusion*", "hifigan*", "datasets*", "evaluation*"]
     ),
-    # The shipped note vocoder (hifigan/weights/<name>/) is package data: no download, ever.
-    package_data={"hifigan": ["configs/*.json", "weights/*/*"]},
+    # The shipped note vocoder (hifigan/weights/<name>/) and diffusion model
+    # (improved_diffusion/weights/<name>/) are package data: no download, ever.
+    package_data={"hifigan": ["configs/*.json", "weights/*/*"], "improved_diffusion": ["weights/*/*"]},
     install_requires=[
         "torch==2.13.0",
         "numpy==2.4.6",

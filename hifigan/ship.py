@@ -21,7 +21,7 @@ from pathlib import Path
 from hifigan.inference import WEIGHTS_DIR, read_hifigan_config
 from hifigan.utils import save_checkpoint, scan_checkpoint
 from melcore.atomic import write_json
-from melcore.checkpoint_io import load_checkpoint
+from melcore.checkpoint_io import half_floats, load_checkpoint
 from melcore.errors import UserError, cli_main
 from melcore.mel_config import MelConfig
 
@@ -54,7 +54,7 @@ def ship(
     ckpt = _checkpoint(run, step)
     state = load_checkpoint(ckpt)["generator"]
     if fp16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        state = half_floats(state)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("g_*"):  # one checkpoint per shipped folder
         old.unlink()

@@ -20,6 +20,9 @@ from melcore.errors import UserError
 from melcore.mel_config import MelConfig
 
 ARGS_FILE = "args.json"
+# Diffusion models trained here ship as package data, one folder per model: an EMA file, its
+# args.json and a training.json (improved_diffusion/ship.py). `--model_path NAME` finds them.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Flags that choose how to sample rather than what was trained: may differ from args.json.
 # crop_width is the sampled width: the UNet is convolutional in time, so a model trained on
 # 64-frame crops can generate whole notes (any multiple of its downsampling factor).
@@ -108,14 +111,30 @@ def prune(run_dir: str | os.PathLike, keep: int, rates: list[float]) -> list[str
     return sorted(removed)
 
 
+def shipped_names() -> list[str]:
+    """Names of the diffusion models shipped in WEIGHTS_DIR."""
+    return sorted(p.name for p in WEIGHTS_DIR.glob("*") if (p / ARGS_FILE).is_file())
+
+
+def locate(path: str | os.PathLike) -> Path:
+    """`path` itself, or the shipped folder WEIGHTS_DIR/<path> when `path` is a shipped name."""
+    path = Path(path)
+    if not path.exists() and len(path.parts) == 1 and (WEIGHTS_DIR / path / ARGS_FILE).is_file():
+        return WEIGHTS_DIR / path
+    return path
+
+
 # -- args.json -------------------------------------------------------------------------------
 def write_args(run_dir: str | os.PathLike, args: dict, mel_config: MelConfig) -> None:
     write_json(Path(run_dir) / ARGS_FILE, {**args, "mel_config": mel_config.to_dict()})
 
 
 def read_args(path: str | os.PathLike) -> tuple[dict, MelConfig]:
-    """(flags, MelConfig) from the args.json in `path` (a run dir or a file inside one)."""
-    path = Path(path)
+    """(flags, MelConfig) from the args.json in `path` (a run dir, a file inside one or a shipped name)."""
+    path = locate(path)
+    if not path.exists():
+        names = ", ".join(shipped_names()) or "none"
+        raise UserError(f"{path}: does not exist (a run dir, a checkpoint in one, or a shipped model: {names})")
     run_dir = path if path.is_dir() else path.parent
     args_path = run_dir / ARGS_FILE
     if not args_path.is_file():
@@ -155,12 +174,18 @@ class Loaded:
 
 
 def resolve_weights(path: str | os.PathLike, use_ema: bool | None, rates: list[float]) -> Path:
-    """The weights file to load: a run dir means its latest checkpoint; EMA by default."""
-    path = Path(path)
+    """The weights file to load: a run dir means its latest checkpoint; EMA by default.
+
+    A folder of EMA files only (a shipped model, improved_diffusion/ship.py) means its latest one."""
+    path = locate(path)
     if path.is_dir():
         step = find_latest(path, rates)
         if step is None:
-            raise UserError(f"{path}: no complete checkpoint (model/ema/opt files) in this run dir")
+            shipped = sorted(path.glob(f"ema_{rates[0]}_*.pt"), key=parse_step)
+            if shipped and use_ema is not False:
+                return shipped[-1]
+            what = "holds EMA weights only" if shipped else "has no complete checkpoint (model/ema/opt files)"
+            raise UserError(f"{path}: {what}")
         run_dir = path
     else:
         if not path.is_file():

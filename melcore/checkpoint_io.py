@@ -66,3 +66,9 @@ def load_checkpoint(
             f"{name}: not a readable torch checkpoint ({type(exc).__name__}{': ' + first[:160] if first else ''}); "
             "it may be truncated or another kind of file"
         ) from None
+
+
+def half_floats(state: dict) -> dict:
+    """A state_dict with every floating tensor in float16 (shipped weights: half the bytes);
+    load_state_dict casts them back to the model's dtype."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}

@@ -4,7 +4,8 @@
 # Every step resumes: rerunning `make demo` skips the stages that finished (see `stage`) and
 # resumes the one a kill interrupted.
 # Knobs: DEMO_OUT (runs/demo), DEMO_SIZE (small | tiny), DEMO_STEPS (training steps, 1200),
-# DEMO_SAMPLES (generated notes, 64).
+# DEMO_SAMPLES (generated notes, 64), DEMO_SHIPPED (the shipped diffusion model sampled beside the
+# demo's own, notes-unet-v1; empty skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -14,6 +15,10 @@ STEPS=${DEMO_STEPS:-1200}
 SAMPLES=${DEMO_SAMPLES:-64}
 CLF_STEPS=${DEMO_CLF_STEPS:-300}
 RUN="$OUT/run"
+SHIPPED=${DEMO_SHIPPED-notes-unet-v1}
+SHIPPED_DIR="improved_diffusion/weights/$SHIPPED"
+if [ -z "$SHIPPED" ] || [ ! -f "$SHIPPED_DIR/args.json" ]; then SHIPPED=""; fi
+SHIPPED_RUN="$OUT/$SHIPPED"
 # One demo per folder: rerun this script under the lock of $OUT (melcore.run_lock); a second
 # `make demo` on the same folder stops at once with one line naming the holder.
 if [ "${DEMO_LOCKED:-}" != "$OUT" ]; then
@@ -43,16 +48,28 @@ stage() {
   printf '%s' "$*" > "$DONE/$id.tmp" && mv "$DONE/$id.tmp" "$DONE/$id"
 }
 
-stage render "1/9 render NSynth-GM ($SIZE) -> $OUT/data" \
+stage render "1/11 render NSynth-GM ($SIZE) -> $OUT/data" \
   $PY -m datasets.nsynth_gm --out "$OUT/data" --size "$SIZE" --seed 0 --workers 2
 
-stage mels "2/9 mels with the universal preset (22.05 kHz analysis, the shipped vocoders') -> $OUT/mels" \
+stage mels "2/11 mels with the universal preset (22.05 kHz analysis, the shipped vocoders') -> $OUT/mels" \
   $PY scripts/prep_mels.py --input "$OUT/data" --output "$OUT/mels" --workers 2
+
+# The shipped model (improved_diffusion/weights/, trained here with the long CPU recipe of
+# docs/RECIPE.md): sampled the same way, so the report shows what more training gives. Its run
+# folder holds a copy of its args.json and training.json (what the report reads).
+if [ -n "$SHIPPED" ]; then
+  mkdir -p "$SHIPPED_RUN" && cp "$SHIPPED_DIR/args.json" "$SHIPPED_DIR/training.json" "$SHIPPED_RUN/"
+  stage shipped_sample "3/11 sample $SAMPLES whole notes from the shipped model $SHIPPED -> $SHIPPED_RUN" \
+    $PY scripts/mel_sample.py --model_path "$SHIPPED" --out_dir "$SHIPPED_RUN/samples" --num_samples "$SAMPLES" \
+    --batch_size 16 --sampler dpmpp2m --steps 20 --seed 0
+else
+  step "3/11 no shipped model to sample (DEMO_SHIPPED empty or $SHIPPED_DIR missing)"
+fi
 
 # The notes recipe (docs/RECIPE.md): whole notes (344 frames padded to 352), a 2x4 (mel x frame)
 # patch folded into channels, v-prediction with Min-SNR-5 weighting, lr 2e-3 with warm-up, EMA
 # with warm-up.
-stage train "3/9 train the notes recipe for $STEPS steps -> $RUN" \
+stage train "4/11 train the notes recipe for $STEPS steps -> $RUN" \
   env OMP_NUM_THREADS=2 $PY scripts/mel_train.py --data_dir "$OUT/mels" --log_dir "$RUN" --max_steps "$STEPS" \
   --num_channels 32 --num_res_blocks 1 --channel_mult 1,2,2,2 --attention_resolutions "" \
   --patch_size 2,4 --crop_width 352 --batch_size 8 --lr 2e-3 --lr_warmup_steps 100 \
@@ -60,34 +77,43 @@ stage train "3/9 train the notes recipe for $STEPS steps -> $RUN" \
   --save_interval 400 --keep_checkpoints 2 --val_interval 400 --val_samples 16 \
   --sample_interval 0 --log_interval 100 --num_workers 1 --seed 0
 
-stage sample "4/9 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the shipped note vocoder" \
+stage sample "5/11 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the shipped note vocoder" \
   $PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
   --batch_size 16 --sampler dpmpp2m --steps 20 --seed 0
 
-stage losses "5/9 losses and bits/dim per split (raw and EMA weights)" \
+stage losses "6/11 losses and bits/dim per split (raw and EMA weights)" \
   $PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1
 
-stage classifier "6/9 train the evaluation classifier (pitch, family, source)" \
+stage classifier "7/11 train the evaluation classifier (pitch, family, source)" \
   $PY scripts/train_classifier.py --data_dir "$OUT/mels" --out "$OUT/classifier" --max_steps "$CLF_STEPS"
 
-stage metrics "7/9 audio metrics of the samples, with the real-vs-real floor" \
+stage metrics "8/11 audio metrics of the samples, with the real-vs-real floor" \
   $PY scripts/audio_metrics.py --real "$OUT/mels" --generated "$RUN/samples" \
   --classifier "$OUT/classifier" --out "$RUN/metrics.json"
 
-stage interp "8/9 interpolate between two held-out notes of different families, 7+ semitones apart (DDIM inversion + slerp)" \
+if [ -n "$SHIPPED" ]; then
+  stage shipped_metrics "9/11 audio metrics of the shipped model's samples" \
+    $PY scripts/audio_metrics.py --real "$OUT/mels" --generated "$SHIPPED_RUN/samples" \
+    --classifier "$OUT/classifier" --out "$SHIPPED_RUN/metrics.json"
+else
+  step "9/11 no shipped model to measure"
+fi
+
+stage interp "10/11 interpolate between two held-out notes of different families, 7+ semitones apart (DDIM inversion + slerp)" \
   $PY scripts/interpolate.py --model_path "$RUN" --data_dir "$OUT/mels" --pick_endpoints --steps 5 --timestep_respacing ddim25 \
   --out_dir "$RUN/interp"
 
-step "9/9 report"
+step "11/11 report"
 # `make experiments` (runs/experiments): its table, findings and a link to its own report.
 EXP=${DEMO_EXPERIMENTS:-runs/experiments}
 EXP_FLAGS=()
 if [ -f "$EXP/experiments.json" ]; then EXP_FLAGS=(--experiments "$EXP"); fi
-$PY scripts/make_report.py "$RUN" --out "$OUT/report" "${EXP_FLAGS[@]}"
+$PY scripts/make_report.py "$RUN" ${SHIPPED:+"$SHIPPED_RUN"} --out "$OUT/report" "${EXP_FLAGS[@]}"
 
 {
   echo "demo finished in $(( $(date +%s) - t0 )) s"
   echo "report:  $OUT/report/index.html  ($OUT/report/report.md)"
   echo "samples: $RUN/samples/*.wav, *.png"
+  if [ -n "$SHIPPED" ]; then echo "shipped model $SHIPPED: $SHIPPED_RUN/samples/*.wav, *.png"; fi
   echo "metrics: $RUN/metrics.json; losses: $RUN/losses.json"
 } | tee "$OUT/summary.txt"
