@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from improved_diffusion.checkpoint import complete_steps, ema_name, opt_name, parse_rates, read_args
-from melcore.atomic import atomic_open, write_json
+from melcore.atomic import save_figure, write_json
 from melcore.checkpoint_io import load_checkpoint
 from melcore.errors import UserError
 
@@ -112,9 +112,4 @@ def plot_curve(points: list[dict], out_png: str | os.PathLike, title: str = "") 
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png, dpi=100)

@@ -200,7 +200,7 @@ def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from melcore.atomic import atomic_open
+    from melcore.atomic import save_figure
 
     config = config or MelConfig()
     nr, nc = len(rows), max(len(r) for r in rows)
@@ -220,12 +220,7 @@ def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: 
         if row_labels:
             axes[i][0].set_ylabel(row_labels[i], fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def write_outputs(

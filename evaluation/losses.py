@@ -145,14 +145,9 @@ def plot_curves(run_dir: str | os.PathLike, out_png: str | os.PathLike) -> Path 
     ax.legend(fontsize=7)
     ax.set_title(Path(run_dir).name, fontsize=9)
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from melcore.atomic import atomic_open
+    from melcore.atomic import save_figure
 
-    with atomic_open(out, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png, dpi=100)
 
 
 def require_run_dir(path: str | os.PathLike) -> Path:

@@ -153,3 +153,15 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(path, buf.getvalue())
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int | None = None) -> Path:
+    """Write a matplotlib figure as PNG atomically (parent folders made) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    return path
