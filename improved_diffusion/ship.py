@@ -47,8 +47,9 @@ def ship(
     """Copy the EMA weights of one complete checkpoint of `run` into `out` with args and training.json."""
     run, out = Path(run), Path(out)
     args, mel_config = read_args(run)
-    rate = parse_rates(args.get("ema_rate", "0.9999"))[0]
-    steps = complete_steps(run, parse_rates(args.get("ema_rate", "0.9999")))
+    rates = parse_rates(args.get("ema_rate", "0.9999"))
+    rate = rates[0]
+    steps = complete_steps(run, rates)
     if not steps:
         raise UserError(f"--run {run}: no complete checkpoint")
     if step is None:
