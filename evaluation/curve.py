@@ -13,16 +13,15 @@ import json
 import os
 from pathlib import Path
 
-from improved_diffusion.checkpoint import complete_steps, ema_name, opt_name, parse_rates, read_args
+from improved_diffusion.checkpoint import (
+    complete_steps,
+    ema_name,
+    parse_rates,
+    read_args,
+    train_seconds_at,
+)
 from melcore.atomic import save_figure, write_json
-from melcore.checkpoint_io import load_checkpoint
 from melcore.errors import UserError
-
-
-def train_seconds_at(run_dir: str | os.PathLike, step: int) -> float | None:
-    """Training wall seconds up to `step` (mel_train.py stores them in every opt file)."""
-    value = load_checkpoint(Path(run_dir) / opt_name(step)).get("train_seconds")
-    return float(value) if value is not None else None
 
 
 def measure_point(

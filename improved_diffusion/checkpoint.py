@@ -94,6 +94,14 @@ def save_checkpoint(
     return run_dir / model_name(step)
 
 
+def train_seconds_at(run_dir: str | os.PathLike, step: int) -> float | None:
+    """Training wall seconds up to `step` (TrainLoop stores them in every opt file)."""
+    from melcore.checkpoint_io import load_checkpoint
+
+    value = load_checkpoint(Path(run_dir) / opt_name(step)).get("train_seconds")
+    return float(value) if value is not None else None
+
+
 def prune(run_dir: str | os.PathLike, keep: int, rates: list[float]) -> list[str]:
     """Delete checkpoint files older than the last `keep` complete steps; returns names removed."""
     if keep <= 0:

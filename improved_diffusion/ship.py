@@ -22,9 +22,9 @@ from improved_diffusion.checkpoint import (
     WEIGHTS_DIR,
     complete_steps,
     ema_name,
-    opt_name,
     parse_rates,
     read_args,
+    train_seconds_at,
     write_args,
 )
 from melcore.atomic import torch_save, write_json
@@ -57,16 +57,16 @@ def ship(
     elif step not in steps:
         raise UserError(f"--step {step}: not a complete checkpoint of {run} (have {steps})")
     state = load_checkpoint(run / ema_name(rate, step))
-    train_seconds = load_checkpoint(run / opt_name(step)).get("train_seconds")
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("ema_*.pt"):  # one checkpoint per shipped folder
-        old.unlink()
     torch_save(out / ema_name(rate, step), half_floats(state) if fp16 else state)
+    for old in out.glob("ema_*.pt"):  # one checkpoint per shipped folder, removed once the new one is written
+        if old.name != ema_name(rate, step):
+            old.unlink()
     write_args(out, {k: (None if k in LOCAL_KEYS else v) for k, v in args.items()}, mel_config)
     write_json(out / "training.json", {
         "command": command, "data": data, "steps": step, "seed": args.get("seed", 0),
         "checkpoint": ema_name(rate, step), "dtype": "float16" if fp16 else "float32",
-        "train_seconds": train_seconds,
+        "train_seconds": train_seconds_at(run, step),
         "curve": json.loads(Path(curve).read_text()) if curve else None,
     })
     return out
