@@ -33,7 +33,7 @@ def sample_mels(
     Batch b starts from noise seeded by (seed, b), so a given seed gives the same samples
     for the same batch size. Class-conditional models get random labels from the same seed.
     Without `sampler`, `diffusion`'s own steps are run (DDIM, or ancestral when not
-    use_ddim, clipping x0 when clip_denoised); with `sampler` ("ddim", "dpmpp2m",
+    use_ddim, clipping x0 when clip_denoised); with `sampler` ("ddim", "dpmpp2m", "dpmpp2m_sde",
     "ancestral"; see samplers.run_sampler), `steps` model calls on `diffusion`'s base
     process with `x0_mode` ("clip", "dynamic", "none"), whatever respacing it carries.
     """

@@ -61,7 +61,7 @@ if [ -n "$SHIPPED" ]; then
   mkdir -p "$SHIPPED_RUN" && cp "$SHIPPED_DIR/args.json" "$SHIPPED_DIR/training.json" "$SHIPPED_RUN/"
   stage shipped_sample "3/11 sample $SAMPLES whole notes from the shipped model $SHIPPED -> $SHIPPED_RUN" \
     $PY scripts/mel_sample.py --model_path "$SHIPPED" --out_dir "$SHIPPED_RUN/samples" --num_samples "$SAMPLES" \
-    --batch_size 16 --sampler dpmpp2m --steps 20 --seed 0
+    --batch_size 16 --sampler dpmpp2m_sde --steps 20 --seed 0
 else
   step "3/11 no shipped model to sample (DEMO_SHIPPED empty or $SHIPPED_DIR missing)"
 fi
@@ -77,9 +77,9 @@ stage train "4/11 train the notes recipe for $STEPS steps -> $RUN" \
   --save_interval 400 --keep_checkpoints 2 --val_interval 400 --val_samples 16 \
   --sample_interval 0 --log_interval 100 --num_workers 1 --seed 0
 
-stage sample "5/11 sample $SAMPLES whole notes (DPM-Solver++(2M), 20 steps) and vocode them with the shipped note vocoder" \
+stage sample "5/11 sample $SAMPLES whole notes (DPM-Solver++(2M) SDE, 20 steps) and vocode them with the shipped note vocoder" \
   $PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
-  --batch_size 16 --sampler dpmpp2m --steps 20 --seed 0
+  --batch_size 16 --sampler dpmpp2m_sde --steps 20 --seed 0
 
 stage losses "6/11 losses and bits/dim per split (raw and EMA weights)" \
   $PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1

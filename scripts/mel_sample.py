@@ -31,7 +31,8 @@ def create_argparser() -> ArgumentParser:
     p.add_argument("--use_ddim", type=str2bool, default=None,
                    help="upstream's path: DDIM (True) or ancestral over --timestep_respacing (default ddim50)")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help=f"ddim | dpmpp2m (DPM-Solver++(2M)) | ancestral, with --steps model calls on the model's "
+                   help=f"ddim | dpmpp2m (DPM-Solver++(2M)) | dpmpp2m_sde (its SDE form, eta 1) | ancestral, with "
+                   "--steps model calls on the model's "
                    f"full schedule; default {DEFAULT_SAMPLER}, unless --use_ddim or --timestep_respacing asks "
                    "for upstream's path")
     p.add_argument("--steps", type=int, default=None,

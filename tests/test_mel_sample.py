@@ -48,8 +48,8 @@ def test_cli_outputs(run_dir, tmp_path, monkeypatch, capsys):
     assert json.loads((out / "mel_config.json").read_text()) == config.to_dict()
     info = json.loads((out / "sample_info.json").read_text())
     assert info["timestep_respacing"] == "ddim20" and info["checkpoint"].endswith("ema_0.5_000004.pt")
-    # the default sampler, chosen by measurement: DPM-Solver++(2M), 20 steps (the tiny model's all)
-    assert (info["sampler"], info["steps"], info["x0"]) == ("dpmpp2m", 20, "clip")
+    # the default sampler, chosen by measurement: DPM-Solver++(2M) SDE, 20 steps (the tiny model's all)
+    assert (info["sampler"], info["steps"], info["x0"]) == ("dpmpp2m_sde", 20, "clip")
     assert info["frames"] == 50 and json.loads((run_dir / "args.json").read_text())["clip_frames"] == 50
     assert "Griffin-Lim" in stdout
 

@@ -144,6 +144,24 @@ def test_dpmpp2m_is_second_order_and_converges():
     assert err(time_spaced) > 0.2 > 5 * err(out[20])
 
 
+def test_dpmpp2m_sde_samples_the_gaussian():
+    """The SDE form draws the data distribution too, though not along the ODE's path; a
+    negative eta is refused."""
+    diffusion = diffusion_for(schedule="cosine")
+    model = GaussianModel(diffusion)
+    shape = (16, 1, 16, 16)
+    noise = standard_noise(shape, seed=2)
+    torch.manual_seed(0)
+    x = run_sampler("dpmpp2m_sde", model, diffusion, shape, noise, steps=50, x0_mode="none")
+    assert len(model.calls) == 50
+    assert abs(x.mean().item() - MU) < 0.03 and abs(x.std().item() - S) < 0.03
+    ode = run_sampler("dpmpp2m", model, diffusion, shape, noise, steps=50, x0_mode="none")
+    assert (x - ode).abs().mean() > 0.1  # fresh noise each step: a different sample
+    den = VPDenoiser(model, diffusion)
+    with pytest.raises(ValueError, match="eta"):
+        sample_dpmpp_2m(den, noise, den.get_sigmas(4), eta=-0.5)
+
+
 @pytest.mark.parametrize("rescale", [True, False])
 def test_denoiser_gives_x0_for_every_parameterisation(rescale):
     sigmas = None
@@ -335,6 +353,27 @@ def test_solver_matches_k_diffusion(k_diffusion, steps):
     assert ours.std() > 0.1
 
 
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_sde_solver_matches_k_diffusion(k_diffusion, eta):
+    """eta > 0 against k-diffusion's sample_dpmpp_2m_sde (midpoint), given the same draws."""
+    diffusion = diffusion_for()
+    den = VPDenoiser(random_unet(seed=2), diffusion, x0_mode="clip")
+    sigmas = den.get_sigmas(12)
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(6)) * float(sigmas[0])
+    draws = torch.randn(len(sigmas), *x.shape, generator=torch.Generator().manual_seed(7))
+
+    def replay():
+        calls = iter(range(len(draws)))
+        return lambda sigma, sigma_next: draws[next(calls)]
+
+    ours = sample_dpmpp_2m(den, x, sigmas, eta=eta, noise_sampler=replay())
+    theirs = k_diffusion.sampling.sample_dpmpp_2m_sde(
+        den, x, sigmas, eta=eta, noise_sampler=replay(), disable=True
+    )
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (ours - sample_dpmpp_2m(den, x, sigmas)).abs().mean() > 0.01
+
+
 @pytest.mark.parametrize("schedule,steps", [("linear", 12), ("cosine", 8)])
 def test_run_sampler_matches_k_diffusion_discrete_eps_denoiser(k_diffusion, schedule, steps):
     """The whole path: our VP wrapper + solver against k-diffusion's DiscreteEpsDDPMDenoiser
@@ -448,3 +487,8 @@ def test_sample_mels_sampler_matches_the_legacy_path(run_dir):
     y = sample_mels(other.model, other.diffusion, 3, (1, 16, 16), sampler="dpmpp2m", steps=5, **kw)
     np.testing.assert_array_equal(x, y)
     assert x.shape == (3, 1, 16, 16) and np.abs(x - new).max() > 0
+    # the SDE form draws fresh noise each step, from the generator the seed sets: same seed, same samples
+    sde = [sample_mels(other.model, other.diffusion, 3, (1, 16, 16), sampler="dpmpp2m_sde", steps=5, **kw)
+           for _ in range(2)]
+    np.testing.assert_array_equal(*sde)
+    assert np.abs(sde[0] - x).max() > 0
