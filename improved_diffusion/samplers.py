@@ -297,7 +297,7 @@ def run_sampler(
       the same point as x_T: x = x_T / sqrt(abar_{T-1}).
     - "dpmpp2m_sde": the same with eta = 1 (fresh noise each step, from the global RNG).
     ddim and dpmpp2m are deterministic functions of the noise. x0_mode ("clip", "dynamic",
-    "none") acts on every x0 prediction in all three.
+    "none") acts on every x0 prediction in all four.
     """
     if name not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {name!r}")
