@@ -39,6 +39,7 @@ NAMES = {
     "centroid_hz": "spectral centroid",
     "flatness": "spectral flatness",
     "note_share": "note share",
+    "partial_stability": "held partials",
 }
 
 

@@ -8,6 +8,9 @@
   proportion differs (two-proportion z-test, alpha 0.05).
 - `spectral`: per-mel-bin mean/std distances, spectral centroid and flatness means.
 - `note_share`: share of whole clips that pass `evaluation.notecheck.check_note`.
+- `partial_stability`: median over whole clips of the note check's `partial_stability` (how much
+  of the spectral fine structure is held over time: real notes ~0.95, pixel noise ~0.1), so
+  smeared or wavy partials show even where every clip passes the note check.
 
 Every metric is computed for four rows at the same N (DEFAULT_N = 64 generated clips unless
 fewer are given): `generated`, `floor` (held-out real clips: the best a model can score at this
@@ -186,6 +189,7 @@ SCALARS = (
     "centroid_hz",
     "flatness",
     "note_share",
+    "partial_stability",
 )
 SPECTRAL = ("bin_mean_rmse", "bin_std_rmse", "centroid_hz", "flatness")
 ROWS = ("generated", "floor", "noise", "mean_spectrum")
@@ -210,6 +214,7 @@ class ClipFeatures:
     ndb_labels: np.ndarray  # k-means bin per clip
     is_note: np.ndarray  # note check per whole clip
     note_check: dict  # notecheck.summarize of the whole clips
+    partial_stability: np.ndarray  # notecheck's partial_stability per whole clip
 
     def gaussian(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the embeddings (computed once)."""
@@ -230,6 +235,7 @@ def clip_features(
         ndb.kmeans.predict(x.reshape(len(x), -1)),
         np.array([c.is_note for c in checks]),
         notecheck.summarize(checks),
+        np.array([c.partial_stability for c in checks]),
     )
 
 
@@ -240,6 +246,7 @@ def _take(f: ClipFeatures, idx: np.ndarray) -> ClipFeatures:
         f.ndb_labels[idx],
         f.is_note[idx],
         f.note_check,
+        f.partial_stability[idx],
     )
 
 
@@ -271,6 +278,8 @@ def row_metrics(
         "k": ndb.k,
         "ndb_k": float(sig.sum() / ndb.k),
         "note_share": float(f.is_note.mean()),
+        # How held the partials are, as a distribution: the per-sample check only asks "not noise".
+        "partial_stability": float(np.median(f.partial_stability)),
     }
     out["spectral"] = spectral_distance(pooled_spectral(f.spectral), real_spec)
     return out

@@ -107,6 +107,8 @@ def test_identical_sets_near_zero_and_shifted_large(trained):
     assert m["ndb_k"] == 0.0 and m["family_tv"] == 0.0
     assert m["floor"] is not None and m["floor"]["n"] == 24  # valid + test pooled
     assert any("K reduced" in n for n in m["notes"])
+    held = m["scalars"]["partial_stability"]
+    assert held["generated"] > 0.7 and held["noise"] < 0.5 and held["discriminative"], held
     rng = np.random.default_rng(5)
     shifted = make_sample_dir(root / "shifted", [toy_mel(30, 1, rng, 64, shift=4.0) for _ in range(24)])
     s = metrics.run_audio_metrics(str(mels), str(shifted), str(root / "clf"), k=50)
