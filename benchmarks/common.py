@@ -95,9 +95,12 @@ def describe_device(device: str) -> str:
                 break
     except OSError:
         pass
+    from improved_diffusion.fast import cpu_has_bf16_matrix_units
+
+    units = " + AMX bf16" if cpu_has_bf16_matrix_units() else ""
     return (
         f"{cpu}, {torch.get_num_threads()} threads of {os.cpu_count()} cores, "
-        f"{torch.backends.cpu.get_cpu_capability()} (torch {torch.__version__})"
+        f"{torch.backends.cpu.get_cpu_capability()}{units} (torch {torch.__version__})"
     )
 
 

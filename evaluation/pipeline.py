@@ -371,7 +371,8 @@ def check_train_args(args: dict[str, Any]) -> dict[str, Any]:
             )
     if float(args.get("max_train_seconds", 0)) < 0:
         raise UserError(f"--max_train_seconds: must be >= 0 (0: no time budget), got {args['max_train_seconds']}")
-    fast.check_precision(args["precision"])
+    # "auto" is stored resolved, so args.json says what the run trained in.
+    args["precision"] = fast.resolve_precision(args["precision"], dist_util.dev())
     return args
 
 
@@ -478,6 +479,7 @@ def build_train_loop(
         progress=progress,
         trust_checkpoint=bool(args.get("trust_checkpoint", False)),
     )
+    log.log(f"step mode: {loop.speed_mode.describe()} (--precision {args['precision']})")
     return loop, config, log
 
 

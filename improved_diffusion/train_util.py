@@ -80,7 +80,8 @@ class TrainLoop:
         max_train_seconds: float = 0.0,
     ):
         del fp16_scale_growth
-        precision = fast.check_precision("fp16" if use_fp16 else precision)  # use_fp16: upstream's flag
+        # use_fp16: upstream's flag; "auto": the device's fastest measured precision
+        precision = fast.resolve_precision("fp16" if use_fp16 else precision, dist_util.dev())
         for name, value in (("batch_size", batch_size), ("log_interval", log_interval), ("save_interval", save_interval)):
             if value <= 0:
                 raise UserError(f"--{name}: must be positive, got {value}")

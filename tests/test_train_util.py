@@ -235,6 +235,23 @@ def test_mixed_precision_trains_and_resumes(mels, tmp_path, precision):
     _assert_same(_state(tmp_path / "a" / "model000002.pt"), _state(tmp_path / "b" / "model000002.pt"))
 
 
+@pytest.mark.parametrize("amx", [False, True])
+def test_auto_precision_is_stored_resolved(mels, tmp_path, monkeypatch, amx):
+    """--precision auto (the default) trains in the device's fastest precision and args.json
+    and log.txt say which: bf16 + channels_last on an AMX CPU, fp32 on others."""
+    import json
+
+    from improved_diffusion import fast
+
+    monkeypatch.setattr(fast, "cpu_has_bf16_matrix_units", lambda: amx)
+    args = tiny_train_args(mels, tmp_path / "r", max_steps=1, save_interval=1, precision="auto")
+    loop = train_from_args(args, progress=False)
+    want = "bf16" if amx else "fp32"
+    assert loop.precision == want and loop.speed_mode.channels_last is amx
+    assert json.loads((tmp_path / "r" / "args.json").read_text())["precision"] == want
+    assert f"(--precision {want})" in (tmp_path / "r" / "log.txt").read_text()
+
+
 def test_bad_flags_are_user_errors(mels, tmp_path):
     for bad, msg in ((dict(batch_size=0), "--batch_size"), (dict(precision="fp8"), "--precision"),
                      (dict(crop_width=64), "--crop_width 64: wider than every clip"),

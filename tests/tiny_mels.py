@@ -65,6 +65,7 @@ def tiny_train_args(data_dir, log_dir, **overrides) -> dict:
     args.update(
         data_dir=str(data_dir), log_dir=str(log_dir), batch_size=4, lr=1e-3, max_steps=6,
         save_interval=3, log_interval=3, val_interval=0, sample_interval=0, num_workers=0,
+        precision="fp32",  # the default "auto" would make numbers depend on the CPU (AMX: bf16)
     )
     args.update(overrides)
     return args
