@@ -62,6 +62,11 @@ def batch_losses(
     return {key: sums[key] / counts[key] for key in sorted(sums)}
 
 
+# Clip-timesteps per model call in the full bound: 16 made a call 1.6x cheaper per clip-step
+# than 1 for the demo's UNet on 2 CPU cores (no gain past 16).
+TIMESTEP_CALLS = 16
+
+
 @torch.no_grad()
 def batch_bpd(
     model: torch.nn.Module,
@@ -83,7 +88,10 @@ def batch_bpd(
         torch.manual_seed(seed)
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(device)
-            out = diffusion.calc_bpd_loop(model, xb, clip_denoised=True, progress=progress)
+            out = diffusion.calc_bpd_loop(
+                model, xb, clip_denoised=True, progress=progress,
+                timestep_batch=max(1, TIMESTEP_CALLS // xb.shape[0]),
+            )
             for key in keys:
                 v = out[key]
                 # per-step terms [N, T]: sum over steps is the clip's value (vb), mean for mse

@@ -85,7 +85,7 @@ stage sample "5/11 sample $SAMPLES whole notes (DPM-Solver++(2M) SDE, 20 steps) 
   $PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
   --batch_size 16 --sampler dpmpp2m_sde --steps 20 --seed 0
 
-stage losses "6/11 losses and bits/dim per split (raw and EMA weights)" \
+stage losses "6/11 losses and bits/dim per split (EMA weights)" \
   $PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1
 
 stage classifier "7/11 train the evaluation classifier (pitch, family, source)" \

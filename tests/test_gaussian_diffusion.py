@@ -299,6 +299,26 @@ def test_calc_bpd_loop_keys_sum_and_noise_order():
         assert th.allclose(out["mse"][:, j], ((eps - noise) ** 2).mean(dim=(1, 2, 3)))
 
 
+@pytest.mark.parametrize("timestep_batch", [3, 8, 100])
+def test_calc_bpd_loop_timestep_batches_give_upstreams_numbers(timestep_batch):
+    """Several timesteps per model call (chunks of 3, 3, 2 for T = 8; all at once; more than
+    T) draw the same noise in the same order as one step per call: same bound and terms."""
+    T = 8
+    d = make(T=T, var=gd.ModelVarType.LEARNED_RANGE)
+    model = ToyModel(learned_var=True)
+    x0 = th.rand(2, 1, 4, 4) * 2 - 1
+    th.manual_seed(3)
+    ref = d.calc_bpd_loop(model, x0, clip_denoised=True)
+    th.manual_seed(3)
+    out = d.calc_bpd_loop(model, x0, clip_denoised=True, timestep_batch=timestep_batch)
+    for k in ref:
+        assert out[k].shape == ref[k].shape
+        assert th.allclose(out[k], ref[k], rtol=1e-5, atol=1e-6), k
+    assert not th.allclose(ref["vb"][:, 0], ref["vb"][:, 1])  # columns are distinct steps
+    with pytest.raises(ValueError, match="timestep_batch"):
+        d.calc_bpd_loop(model, x0, timestep_batch=0)
+
+
 # ------------------------------------------------------------------ sampling
 
 
