@@ -125,7 +125,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """`precision`, with "auto" replaced by fastest_mode(device)'s; anything else is checked."""
     if precision == AUTO:
         return fastest_mode(device).precision
-    return check_precision(precision)
+    if precision not in PRECISIONS:
+        raise UserError(
+            f"--precision: unknown value {precision!r}; choose one of {[AUTO, *PRECISIONS]}"
+        )
+    return precision
 
 
 def fastest_mode(device: torch.device | str, precision: str | None = None) -> SpeedMode:

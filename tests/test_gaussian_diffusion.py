@@ -274,12 +274,18 @@ def test_vb_kl_is_zero_for_the_true_posterior_and_prior_is_small():
     assert (small._prior_bpd(x0) > 1e-2).all()
 
 
-def test_calc_bpd_loop_keys_sum_and_noise_order():
-    T = 8
+def _bpd_case(T: int = 8):
+    """A learned-variance toy diffusion, its model and two 4x4 clips, seeded at 3."""
     d = make(T=T, var=gd.ModelVarType.LEARNED_RANGE)
     model = ToyModel(learned_var=True)
     x0 = th.rand(2, 1, 4, 4) * 2 - 1
     th.manual_seed(3)
+    return d, model, x0
+
+
+def test_calc_bpd_loop_keys_sum_and_noise_order():
+    T = 8
+    d, model, x0 = _bpd_case(T)
     out = d.calc_bpd_loop(model, x0, clip_denoised=True)
     assert set(out) == {"total_bpd", "prior_bpd", "vb", "xstart_mse", "mse"}
     for k in ("vb", "xstart_mse", "mse"):
@@ -303,11 +309,7 @@ def test_calc_bpd_loop_keys_sum_and_noise_order():
 def test_calc_bpd_loop_timestep_batches_give_upstreams_numbers(timestep_batch):
     """Several timesteps per model call (chunks of 3, 3, 2 for T = 8; all at once; more than
     T) draw the same noise in the same order as one step per call: same bound and terms."""
-    T = 8
-    d = make(T=T, var=gd.ModelVarType.LEARNED_RANGE)
-    model = ToyModel(learned_var=True)
-    x0 = th.rand(2, 1, 4, 4) * 2 - 1
-    th.manual_seed(3)
+    d, model, x0 = _bpd_case()
     ref = d.calc_bpd_loop(model, x0, clip_denoised=True)
     th.manual_seed(3)
     out = d.calc_bpd_loop(model, x0, clip_denoised=True, timestep_batch=timestep_batch)
