@@ -42,10 +42,11 @@ EMAS = ("foreach", "loop")
 
 
 def check_precision(precision: str) -> str:
-    """`precision` if it is one of PRECISIONS, else the one --precision error."""
+    """`precision` if it is one of PRECISIONS, else the one --precision error (which lists
+    the flag's choices, "auto" included: resolve_precision turns that into one of these)."""
     if precision not in PRECISIONS:
         raise UserError(
-            f"--precision: unknown value {precision!r}; choose one of {list(PRECISIONS)}"
+            f"--precision: unknown value {precision!r}; choose one of {[AUTO, *PRECISIONS]}"
         )
     return precision
 
@@ -125,11 +126,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """`precision`, with "auto" replaced by fastest_mode(device)'s; anything else is checked."""
     if precision == AUTO:
         return fastest_mode(device).precision
-    if precision not in PRECISIONS:
-        raise UserError(
-            f"--precision: unknown value {precision!r}; choose one of {[AUTO, *PRECISIONS]}"
-        )
-    return precision
+    return check_precision(precision)
 
 
 def fastest_mode(device: torch.device | str, precision: str | None = None) -> SpeedMode:
@@ -157,12 +154,13 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
             ema="foreach",
             omp_wait_policy=OMP_WAIT_POLICY,
         )
+    amx = device.type == "cpu" and cpu_has_bf16_matrix_units()
     if precision is None:
-        precision = "bf16" if device.type == "cpu" and cpu_has_bf16_matrix_units() else "fp32"
+        precision = "bf16" if amx else "fp32"
     return SpeedMode(
         name=f"fast-{device.type}",
         precision=precision,
-        channels_last=device.type == "cpu" and precision == "bf16" and cpu_has_bf16_matrix_units(),
+        channels_last=amx and precision == "bf16",
         attention_impl="sdpa",
         optimizer="foreach",
         ema="foreach",
