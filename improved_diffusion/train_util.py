@@ -101,7 +101,12 @@ class TrainLoop:
         self.lr_anneal_steps = lr_anneal_steps
         self.lr_warmup_steps = lr_warmup_steps
         self.ema_warmup = ema_warmup
+        # Upstream's loop ends where the learning rate reaches 0; a larger --max_steps would
+        # train on with lr 0, so the run stops at --lr_anneal_steps (said in the log).
         self.max_steps = max_steps or lr_anneal_steps
+        self.stops_at_anneal = bool(lr_anneal_steps) and max_steps > lr_anneal_steps
+        if self.stops_at_anneal:
+            self.max_steps = lr_anneal_steps
         # A wall-time budget (0: none, upstream's behaviour); the seconds already trained travel in
         # the opt file, so a resumed run spends only what is left.
         self.max_train_seconds = float(max_train_seconds)
@@ -232,6 +237,8 @@ class TrainLoop:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True)
+        if self.stops_at_anneal:
+            self.log.log(f"training stops at step {self.max_steps}: --lr_anneal_steps takes the learning rate to 0 there")
         last_time, last_step = time.perf_counter(), self.step
         self._session_start, self._seconds_before = last_time, self.train_seconds
         try:
@@ -399,7 +406,7 @@ class TrainLoop:
             return
         lr = self.lr
         if self.lr_anneal_steps:
-            lr *= 1 - self.step / self.lr_anneal_steps
+            lr *= max(0.0, 1 - self.step / self.lr_anneal_steps)
         if self.lr_warmup_steps:
             lr *= min(1.0, (self.step + 1) / self.lr_warmup_steps)
         for group in self.opt.param_groups:

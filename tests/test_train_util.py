@@ -221,6 +221,23 @@ def test_sigterm_saves_and_exits(mels, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_run_stops_where_lr_anneal_reaches_zero(mels, tmp_path):
+    # A --max_steps past --lr_anneal_steps once trained on with a negative learning rate.
+    loop = _loop(mels, tmp_path, {}, save_interval=100, max_steps=50, lr_anneal_steps=4)
+    lrs = []
+    for _ in range(4):
+        loop.run_step(*next(loop.data))
+        lrs.append(loop.opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(lrs, [1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    loop.step = 6  # a resumed run past the end: the rate stays at 0, never below
+    loop._anneal_lr()
+    assert loop.opt.param_groups[0]["lr"] == 0.0
+    loop.step = 0
+    loop.run_loop()
+    assert loop.step == 4
+    assert "training stops at step 4" in (tmp_path / "log.txt").read_text()
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_and_resumes(mels, tmp_path, precision):
     args = dict(max_steps=2, save_interval=1, precision=precision, grad_clip=1.0)
