@@ -7,9 +7,10 @@ Verdict rule (VERDICT_RULE): on every discriminative metric (see evaluation.metr
 note share is one of them when noise fails the note check and real clips pass), the samples'
 position is |generated - floor| / |noise - floor|: 0 at the real-vs-real floor, 1 at noise,
 capped at 1. The median position decides: below NEAR_FLOOR "near floor", above NEAR_NOISE
-"near noise", otherwise "between". The per-sample note check gates the best word: samples
-whose note share sits NEAR_FLOOR or more of the way to noise are at best "between", whatever
-the classifier metrics say (a weak classifier's FD can rate smeared notes as real).
+"near noise", otherwise "between". The two measures of what a note is gate the best word (GATES): samples whose note
+share or held partials sit NEAR_FLOOR or more of the way to noise are at best "between",
+whatever the classifier metrics say (a weak classifier's FD can rate smeared notes as real, and
+rated x0-prediction's wobbling partials the best of a recipe sweep: docs/RECIPE.md).
 No discriminative metric: no verdict.
 """
 
@@ -24,9 +25,11 @@ LOW_NOTE_SHARE = 0.5  # flagged when the samples' note share is below this x the
 VERDICT_RULE = (
     "position = |generated - floor| / |noise - floor| on each discriminative metric (0 = the real-vs-real "
     f"floor, 1 = noise, capped at 1); median position < {NEAR_FLOOR}: near floor, > {NEAR_NOISE}: near "
-    "noise, otherwise between; near floor also needs the note share's position < "
-    f"{NEAR_FLOOR}"
+    "noise, otherwise between; near floor also needs the note share's and the held partials' "
+    f"positions < {NEAR_FLOOR}"
 )
+# Metrics that measure notes themselves (not a classifier's view of them): each can veto "near floor".
+GATES = ("note_share", "partial_stability")
 NAMES = {
     "fd": "FD",
     "is_pitch": "IS (pitch)",
@@ -74,14 +77,13 @@ def verdict(metrics: dict) -> dict:
     word = (
         "near floor" if median < NEAR_FLOOR else "near noise" if median > NEAR_NOISE else "between"
     )
-    gated = word == "near floor" and min(pos.get("note_share", 0.0), 1.0) >= NEAR_FLOOR
-    if gated:
+    vetoes = [k for k in GATES if word == "near floor" and pos.get(k, 0.0) >= NEAR_FLOOR]
+    if vetoes:
         word = "between"
     out = {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
-    if gated:
-        out["gate"] = (
-            f"the note share sits {pos['note_share']:.2f} of the way to noise, so at best between"
-        )
+    if vetoes:
+        where = " and ".join(f"{NAMES[k]} {min(pos[k], 1.0):.2f}" for k in vetoes)
+        out["gate"] = f"{where} of the way to noise, so at best between"
     return out
 
 

@@ -116,8 +116,18 @@ def test_verdict_rule_on_positions():
     }
     assert findings.positions(gated)["note_share"] == pytest.approx(0.5)
     v = findings.verdict(gated)
-    assert v["verdict"] == "between" and "note share sits 0.50" in v["gate"]
-    assert findings.verdict_sentence(gated, v).startswith("The samples are between (the note share")
+    assert v["verdict"] == "between" and v["gate"].startswith("note share 0.50 of the way")
+    assert findings.verdict_sentence(gated, v).startswith("The samples are between (note share 0.50")
+    # held partials veto too (x0-prediction's wobbling partials fooled FD: docs/RECIPE.md), and
+    # just under the line they do not
+    held = _metrics(1.0, 0.0, 10.0)
+    held["scalars"]["partial_stability"] = {
+        "generated": 0.52, "floor": 0.94, "noise": 0.13, "floor_sd": 0.01, "discriminative": True,
+    }
+    v = findings.verdict(held)
+    assert v["verdict"] == "between" and v["gate"] == "held partials 0.52 of the way to noise, so at best between"
+    held["scalars"]["partial_stability"]["generated"] = 0.76  # position 0.22
+    assert findings.verdict(held)["verdict"] == "near floor"
     assert findings.verdict(_metrics(5.0, 0.0, 10.0))["verdict"] == "between"
     assert findings.verdict(_metrics(9.0, 0.0, 10.0))["verdict"] == "near noise"
     v = findings.verdict(_metrics(30.0, 0.0, 10.0))  # beyond noise: capped at 1 for the median
