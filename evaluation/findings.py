@@ -7,9 +7,9 @@ Verdict rule (VERDICT_RULE): on every discriminative metric (see evaluation.metr
 note share is one of them when noise fails the note check and real clips pass), the samples'
 position is |generated - floor| / |noise - floor|: 0 at the real-vs-real floor, 1 at noise,
 capped at 1. The median position decides: below NEAR_FLOOR "near floor", above NEAR_NOISE
-"near noise", otherwise "between". The two measures of what a note is gate the best word (GATES): samples whose note
-share or held partials sit NEAR_FLOOR or more of the way to noise are at best "between",
-whatever the classifier metrics say (a weak classifier's FD can rate smeared notes as real, and
+"near noise", otherwise "between". The two measures of what a note is gate the best word
+(GATES): samples whose note share or held partials sit NEAR_FLOOR or more of the way to noise
+are at best "between", whatever the classifier metrics say (a weak classifier's FD can rate smeared notes as real, and
 rated x0-prediction's wobbling partials the best of a recipe sweep: docs/RECIPE.md).
 No discriminative metric: no verdict.
 """
@@ -22,12 +22,6 @@ NEAR_FLOOR = 0.25
 NEAR_NOISE = 0.75
 CLIP_PEAK = 0.999  # a WAV whose peak reaches this is counted as clipped
 LOW_NOTE_SHARE = 0.5  # flagged when the samples' note share is below this x the floor's
-VERDICT_RULE = (
-    "position = |generated - floor| / |noise - floor| on each discriminative metric (0 = the real-vs-real "
-    f"floor, 1 = noise, capped at 1); median position < {NEAR_FLOOR}: near floor, > {NEAR_NOISE}: near "
-    "noise, otherwise between; near floor also needs the note share's and the held partials' "
-    f"positions < {NEAR_FLOOR}"
-)
 # Metrics that measure notes themselves (not a classifier's view of them): each can veto "near floor".
 GATES = ("note_share", "partial_stability")
 NAMES = {
@@ -44,6 +38,12 @@ NAMES = {
     "note_share": "note share",
     "partial_stability": "held partials",
 }
+VERDICT_RULE = (
+    "position = |generated - floor| / |noise - floor| on each discriminative metric (0 = the real-vs-real "
+    f"floor, 1 = noise, capped at 1); median position < {NEAR_FLOOR}: near floor, > {NEAR_NOISE}: near "
+    "noise, otherwise between; near floor also needs the positions of "
+    f"{' and '.join(NAMES[k] for k in GATES)} < {NEAR_FLOOR}"
+)
 
 
 def _finite(v) -> bool:
@@ -77,7 +77,7 @@ def verdict(metrics: dict) -> dict:
     word = (
         "near floor" if median < NEAR_FLOOR else "near noise" if median > NEAR_NOISE else "between"
     )
-    vetoes = [k for k in GATES if word == "near floor" and pos.get(k, 0.0) >= NEAR_FLOOR]
+    vetoes = [k for k in GATES if pos.get(k, 0.0) >= NEAR_FLOOR] if word == "near floor" else []
     if vetoes:
         word = "between"
     out = {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
