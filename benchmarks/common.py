@@ -95,9 +95,9 @@ def describe_device(device: str) -> str:
                 break
     except OSError:
         pass
-    from improved_diffusion.fast import cpu_has_bf16_matrix_units
+    from improved_diffusion.fast import cpu_bf16_units
 
-    units = " + AMX bf16" if cpu_has_bf16_matrix_units() else ""
+    units = {"amx": " + AMX bf16", "avx512_bf16": " + AVX-512 bf16"}.get(cpu_bf16_units(), "")
     return (
         f"{cpu}, {torch.get_num_threads()} threads of {os.cpu_count()} cores, "
         f"{torch.backends.cpu.get_cpu_capability()}{units} (torch {torch.__version__})"

@@ -9,8 +9,8 @@ and EMA update through the functions here, so the benchmarked mode is the traine
 contiguous NCHW, one optimizer/EMA kernel per parameter): the baseline every speed-up is
 measured against. `fastest_mode(device)` is what was measured fastest on that device (see
 README "Benchmarks"): on CUDA bf16 autocast + channels_last + fused AdamW + SDPA; on CPUs
-with bf16 matrix units (Intel AMX: 1.4-2x faster training steps) the same bf16 +
-channels_last; on other CPUs (AVX2/AVX-512 without AMX, where bf16 autocast was ~5x slower)
+with bf16 arithmetic (Intel AMX: 1.4-2x faster training steps; AVX-512 bf16, e.g. AMD Zen 4:
+1.7x) the same bf16 + channels_last; on other CPUs (AVX2, where bf16 autocast was ~5x slower)
 fp32 with SDPA. On every CPU: multi-tensor (foreach) AdamW/EMA and sleeping (not spinning)
 idle OpenMP threads.
 """
@@ -113,13 +113,21 @@ def _device(device: torch.device | str) -> torch.device:
     return torch.device(device) if not isinstance(device, torch.device) else device
 
 
-def cpu_has_bf16_matrix_units() -> bool:
-    """True on CPUs with AMX tiles and AVX-512 bf16 (Intel Sapphire Rapids and later), where
-    oneDNN runs bf16 convolutions and matmuls on the tile units."""
+# What the CPU has for bf16 arithmetic (cpu_bf16_units): "amx" (Intel Sapphire Rapids and later:
+# AMX tiles + AVX-512 bf16), "avx512_bf16" (AVX-512 bf16 dot products without tiles: AMD Zen 4
+# and later, Intel Cooper Lake) or "" (AVX2 and older AVX-512: bf16 only by conversion).
+BF16_UNITS = ("amx", "avx512_bf16", "")
+
+
+def cpu_bf16_units() -> str:
+    """Which of BF16_UNITS this CPU has (oneDNN runs bf16 convolutions and matmuls natively
+    on the first two)."""
     try:
-        return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported())
+        if not torch.cpu._is_avx512_bf16_supported():
+            return ""
+        return "amx" if torch.cpu._is_amx_tile_supported() else "avx512_bf16"
     except (AttributeError, RuntimeError):  # a torch without these probes: assume none
-        return False
+        return ""
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -133,10 +141,11 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
     """The fastest measured mode for `device`; `precision` overrides the autocast choice.
 
     CUDA: bf16 (fp16 on GPUs without bf16) + channels_last + fused AdamW + SDPA.
-    CPU with AMX (cpu_has_bf16_matrix_units): bf16 autocast + channels_last + foreach
-    AdamW/EMA + SDPA, measured 1.4x (demo UNet) to 1.9x (reference UNet) faster per training
-    step than fp32 on a 2-core Xeon; bf16 is what makes channels_last pay (oneDNN's blocked
-    bf16 kernels), so it is used only with bf16.
+    CPUs with bf16 arithmetic (cpu_bf16_units: AMX or AVX-512 bf16): bf16 autocast +
+    channels_last + foreach AdamW/EMA + SDPA, measured 1.4x (demo UNet) to 1.9x (reference
+    UNet) faster per training step than fp32 on a 2-core Xeon with AMX, 1.7x on a 2-core
+    AMD Zen 4 (AVX-512 bf16; channels_last 1-3% ahead of bf16 NCHW there, the bulk of the
+    gain on AMX), so it is used only with bf16.
     Other CPUs: fp32 + SDPA + foreach AdamW/EMA. channels_last was no faster for these convs
     on AVX2 and bf16 autocast was several times slower (no bf16 arithmetic), so neither is
     used unless asked for.
@@ -154,13 +163,13 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
             ema="foreach",
             omp_wait_policy=OMP_WAIT_POLICY,
         )
-    amx = device.type == "cpu" and cpu_has_bf16_matrix_units()
+    units = cpu_bf16_units() if device.type == "cpu" else ""
     if precision is None:
-        precision = "bf16" if amx else "fp32"
+        precision = "bf16" if units else "fp32"
     return SpeedMode(
         name=f"fast-{device.type}",
         precision=precision,
-        channels_last=amx and precision == "bf16",
+        channels_last=precision == "bf16" and bool(units),
         attention_impl="sdpa",
         optimizer="foreach",
         ema="foreach",

@@ -85,7 +85,7 @@ def training_defaults() -> dict[str, Any]:
         use_fp16=False,
         fp16_scale_growth=1e-3,
         max_steps=0,
-        precision="auto",  # fast.resolve_precision: bf16 on CUDA and AMX CPUs, else fp32
+        precision="auto",  # fast.resolve_precision: bf16 on CUDA and bf16-capable CPUs, else fp32
         grad_clip=0.0,
         val_interval=1000,
         val_samples=64,

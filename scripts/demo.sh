@@ -7,7 +7,7 @@
 # DEMO_TRAIN_SECONDS (training stops there if DEMO_STEPS is not reached yet, 420: 1,200 steps take
 # 364 s on a fast 2-core box and ~690 s on a slow one, and the demo must fit in 15 minutes),
 # DEMO_SAMPLES (generated notes, 64), DEMO_SHIPPED (the shipped diffusion model sampled beside the
-# demo's own, notes-unet-v1; empty skips it).
+# demo's own, notes-unet-v2; empty skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,7 +18,7 @@ TRAIN_SECONDS=${DEMO_TRAIN_SECONDS:-420}
 SAMPLES=${DEMO_SAMPLES:-64}
 CLF_STEPS=${DEMO_CLF_STEPS:-300}
 RUN="$OUT/run"
-SHIPPED=${DEMO_SHIPPED-notes-unet-v1}
+SHIPPED=${DEMO_SHIPPED-notes-unet-v2}
 SHIPPED_DIR="improved_diffusion/weights/$SHIPPED"
 if [ -z "$SHIPPED" ] || [ ! -f "$SHIPPED_DIR/args.json" ]; then SHIPPED=""; fi
 SHIPPED_RUN="$OUT/$SHIPPED"

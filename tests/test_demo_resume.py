@@ -5,6 +5,7 @@ run lock (melcore.run_lock) is the real one."""
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -14,13 +15,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# The shipped diffusion model's two stages run when the checkout ships one (DEMO_SHIPPED).
-SHIPPED = (ROOT / "improved_diffusion" / "weights" / "notes-unet-v1" / "args.json").is_file()
+# The shipped diffusion model's two stages run when the checkout ships the one demo.sh names
+# (DEMO_SHIPPED's default).
+SHIPPED_NAME = re.search(r"SHIPPED=\$\{DEMO_SHIPPED-([\w.-]+)\}", (ROOT / "scripts" / "demo.sh").read_text())[1]
+SHIPPED = (ROOT / "improved_diffusion" / "weights" / SHIPPED_NAME / "args.json").is_file()
 STAGES = ("datasets.nsynth_gm", "prep_mels.py", *(("shipped sample",) if SHIPPED else ()), "mel_train.py",
           "mel_sample.py", "eval_losses.py", "train_classifier.py", "audio_metrics.py",
           *(("shipped metrics",) if SHIPPED else ()), "interpolate.py")
 # How a logged command is recognised: the shipped model's stages first (they run the same scripts).
-NEEDLES = (("shipped sample", "--model_path notes-unet-v1"), ("shipped metrics", "notes-unet-v1/samples"),
+NEEDLES = (("shipped sample", f"--model_path {SHIPPED_NAME}"), ("shipped metrics", f"{SHIPPED_NAME}/samples"),
            *((s, s) for s in STAGES if not s.startswith("shipped")))
 
 
