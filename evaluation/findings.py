@@ -10,7 +10,9 @@ capped at 1. The median position decides: below NEAR_FLOOR "near floor", above N
 "near noise", otherwise "between". The two measures of what a note is gate the best word
 (GATES): samples whose note share or held partials sit NEAR_FLOOR or more of the way to noise
 are at best "between", whatever the classifier metrics say (a weak classifier's FD can rate smeared notes as real, and
-rated x0-prediction's wobbling partials the best of a recipe sweep: docs/RECIPE.md).
+rated x0-prediction's wobbling partials the best of a recipe sweep: docs/RECIPE.md). So are
+samples of which more than COPY_SHARE copy a training clip (metrics' nearest_train):
+copies score at the floor on every distribution metric.
 No discriminative metric: no verdict.
 """
 
@@ -24,6 +26,7 @@ CLIP_PEAK = 0.999  # a WAV whose peak reaches this is counted as clipped
 LOW_NOTE_SHARE = 0.5  # flagged when the samples' note share is below this x the floor's
 # Metrics that measure notes themselves (not a classifier's view of them): each can veto "near floor".
 GATES = ("note_share", "partial_stability")
+COPY_SHARE = 0.1  # more copies of training clips than this share also vetoes "near floor"
 NAMES = {
     "fd": "FD",
     "is_pitch": "IS (pitch)",
@@ -42,7 +45,8 @@ VERDICT_RULE = (
     "position = |generated - floor| / |noise - floor| on each discriminative metric (0 = the real-vs-real "
     f"floor, 1 = noise, capped at 1); median position < {NEAR_FLOOR}: near floor, > {NEAR_NOISE}: near "
     "noise, otherwise between; near floor also needs the positions of "
-    f"{' and '.join(NAMES[k] for k in GATES)} < {NEAR_FLOOR}"
+    f"{' and '.join(NAMES[k] for k in GATES)} < {NEAR_FLOOR} and at most {COPY_SHARE:.0%} "
+    "of the samples copies of training clips"
 )
 
 
@@ -77,13 +81,20 @@ def verdict(metrics: dict) -> dict:
     word = (
         "near floor" if median < NEAR_FLOOR else "near noise" if median > NEAR_NOISE else "between"
     )
-    vetoes = [k for k in GATES if pos.get(k, 0.0) >= NEAR_FLOOR] if word == "near floor" else []
-    if vetoes:
+    reasons = []
+    if word == "near floor":
+        vetoes = [k for k in GATES if pos.get(k, 0.0) >= NEAR_FLOOR]
+        if vetoes:
+            where = " and ".join(f"{NAMES[k]} {min(pos[k], 1.0):.2f}" for k in vetoes)
+            reasons.append(f"{where} of the way to noise")
+        copies = metrics.get("nearest_train") or {}
+        if (copies.get("copy_share") or 0.0) > COPY_SHARE:
+            reasons.append(f"{copies['copies']} of {copies['n']} samples copy a training clip")
+    if reasons:
         word = "between"
     out = {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
-    if vetoes:
-        where = " and ".join(f"{NAMES[k]} {min(pos[k], 1.0):.2f}" for k in vetoes)
-        out["gate"] = f"{where} of the way to noise, so at best between"
+    if reasons:
+        out["gate"] = f"{' and '.join(reasons)}, so at best between"
     return out
 
 
@@ -125,6 +136,19 @@ def verdict_sentence(metrics: dict, v: dict) -> str:
     )
 
 
+def copy_sentence(check: dict | None) -> str | None:
+    """metrics' nearest_train (evaluation.novelty) in one line; None without held-out clips."""
+    if not check or check.get("floor") is None:
+        return None
+    g, f = check["generated"], check["floor"]
+    return (
+        f"nearest training clip: generated median {g['median']:.2f} (least {g['min']:.2f}), "
+        f"held-out real median {f['median']:.2f} (5th percentile {f['p5']:.2f}); ratio "
+        f"{check['ratio']:.2f}; {check['copies']} of {check['n']} generated closer than "
+        f"{check['copy_threshold']:.2f} (copies)"
+    )
+
+
 def non_discriminative(metrics: dict) -> list[str]:
     return [k for k, e in (metrics.get("scalars") or {}).items() if not e.get("discriminative")]
 
@@ -157,6 +181,13 @@ def run_findings(label: str, metrics: dict | None, wav_peaks: list[float] | None
         rule=v["rule"],
     )
     out["sentences"].append(f"{label}: {verdict_sentence(metrics, v)}")
+    copies = metrics.get("nearest_train")
+    if copy_sentence(copies):
+        out["sentences"].append(f"{label}: {copy_sentence(copies)}.")
+        if copies["copy_share"] > COPY_SHARE:
+            out["did_not_work"].append(
+                f"{label}: {copies['copies']} of {copies['n']} samples copy a training clip"
+            )
     out["headline"] = list(metrics.get("headline") or [])
     at_noise = [k for k, p in v["positions"].items() if p >= NEAR_NOISE]
     if at_noise:

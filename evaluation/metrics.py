@@ -11,6 +11,9 @@
 - `partial_stability`: median over whole clips of the note check's `partial_stability` (how much
   of the spectral fine structure is held over time: real notes ~0.95, pixel noise ~0.1), so
   smeared or wavy partials show even where every clip passes the note check.
+- `nearest_train` (not a row metric): each generated and held-out clip's distance to its nearest
+  training clip and the count of copies (evaluation.novelty), since a model that copies its
+  training clips scores at the floor on everything above.
 
 Every metric is computed for four rows at the same N (DEFAULT_N = 64 generated clips unless
 fewer are given): `generated`, `floor` (held-out real clips: the best a model can score at this
@@ -28,7 +31,7 @@ import librosa
 import numpy as np
 from scipy import linalg
 
-from evaluation import notecheck
+from evaluation import notecheck, novelty
 from evaluation.classifier import MelClassifier, predict
 from evaluation.mels import MelCollection, fixed_crops, normalized
 from melcore.mel_config import MelConfig, require_match
@@ -418,6 +421,11 @@ def _audio_metrics(real_train, real_floor, generated, model, classifier_config, 
     result.update({name: rows[name] for name in ROWS[1:]})
     result["scalars"] = scalar_table(rows, spread)
     result["headline"] = [k for k, v in result["scalars"].items() if v["discriminative"]]
+    result["nearest_train"] = novelty.nearest_train_check(
+        real_train.mels, floor_mels if rows["floor"] is not None else None, generated.mels, config,
+        seed,
+    )
+    notes.extend(result["nearest_train"].pop("notes"))
     result["references"] = dict(REFERENCES)
     result["generated"] = generated.source
     result["real"] = real_train.source

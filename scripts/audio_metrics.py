@@ -18,7 +18,7 @@ from melcore.process import configure_process  # noqa: E402
 
 configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
 
-from evaluation.findings import verdict, verdict_sentence  # noqa: E402
+from evaluation.findings import copy_sentence, verdict, verdict_sentence  # noqa: E402
 from evaluation.metrics import DEFAULT_N, ROWS, run_audio_metrics  # noqa: E402
 from melcore.checkpoint_io import add_trust_flag  # noqa: E402
 from melcore.errors import cli_main  # noqa: E402
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
         cells = " ".join(f"{_cell(e[r]):>13s}" for r in ROWS)
         print(f"{key:14s} {cells} {_cell(e['floor_sd'])}  {'yes' if e['discriminative'] else 'no'}")
     print(verdict_sentence(m, verdict(m)))
+    copies = copy_sentence(m.get("nearest_train"))
+    if copies:
+        print(copies)
     for note in m["notes"]:
         print(f"note: {note}")
     print(f"wrote {a.out}")

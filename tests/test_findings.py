@@ -52,6 +52,8 @@ def known(tmp_path_factory):
 
 def test_known_cases_rank_in_order_at_default_n(known):
     real, noise, mean = known["identical"], known["noise"], known["mean_spectrum"]
+    # held-out real clips are new to the training set, not copies of it
+    assert real["nearest_train"]["copies"] == 0 and 0.8 < real["nearest_train"]["ratio"] < 1.25
     for m in known.values():
         assert (
             m["n"] == N
@@ -85,7 +87,10 @@ def test_verdict_sentences_and_did_not_work(known):
     real_sentence = f["sentences"][0]
     assert real_sentence.startswith("identical: The samples are near floor:")
     assert f"{N} of {N} samples pass the note check (real: {N}/{N}, noise: 0/{N}" in real_sentence
-    assert "of the way from the real-vs-real floor (0) to noise (1)" in f["sentences"][1]
+    noise_sentence = next(s for s in f["sentences"] if s.startswith("noise: The samples"))
+    assert "of the way from the real-vs-real floor (0) to noise (1)" in noise_sentence
+    assert f["sentences"][1].startswith("identical: nearest training clip: generated median")
+    assert f"; 0 of {N} generated closer than" in f["sentences"][1]
     dnw = " ".join(f["did_not_work"])
     assert "noise: the samples sit at the noise row on" in dnw and "FD" in dnw
     assert f"noise: only 0 of {N} samples pass the note check" in dnw
@@ -128,6 +133,14 @@ def test_verdict_rule_on_positions():
     assert v["verdict"] == "between" and v["gate"] == "held partials 0.52 of the way to noise, so at best between"
     held["scalars"]["partial_stability"]["generated"] = 0.76  # position 0.22
     assert findings.verdict(held)["verdict"] == "near floor"
+    # copies of training clips veto too (they score at the floor on every metric), at most
+    # COPY_SHARE of them do not
+    copied = _metrics(1.0, 0.0, 10.0, nearest_train={"copies": 20, "n": 64, "copy_share": 20 / 64})
+    v = findings.verdict(copied)
+    assert v["verdict"] == "between" and v["gate"] == "20 of 64 samples copy a training clip, so at best between"
+    copied["nearest_train"].update(copies=6, copy_share=6 / 64)
+    assert findings.verdict(copied)["verdict"] == "near floor"
+    assert "10% of the samples copies of training clips" in findings.VERDICT_RULE
     assert findings.verdict(_metrics(5.0, 0.0, 10.0))["verdict"] == "between"
     assert findings.verdict(_metrics(9.0, 0.0, 10.0))["verdict"] == "near noise"
     v = findings.verdict(_metrics(30.0, 0.0, 10.0))  # beyond noise: capped at 1 for the median

@@ -139,3 +139,32 @@ def test_script_writes_json_and_rejects_config_mismatch(trained, tmp_path, capsy
          "--classifier", str(root / "clf"), "--out", str(tmp_path / "x.json")], capture_output=True, text=True,
     )
     assert r.returncode == 2 and r.stderr.startswith("error:") and "nope" in r.stderr
+
+
+def test_nearest_train_check_tells_copies_from_new_notes(rng, monkeypatch):
+    """Copies of training notes (with a little noise) are flagged; new notes of the same kind
+    sit as far from the training set as held-out real notes do; the distance is RMS in [-1, 1]."""
+    from evaluation import novelty
+
+    def notes(n, frames=40):
+        return [toy_mel(int(p), int(f), rng, frames=frames)
+                for p, f in zip(rng.integers(20, 100, n), rng.integers(0, 4, n))]
+
+    monkeypatch.setattr(novelty, "CHUNK", 64)  # several blocks: the running minimum across them
+    train, held, fresh = notes(300), notes(32), notes(32)
+    copies = [m + rng.normal(0, 0.01, m.shape) for m in train[:32]]
+    d, which = novelty.nearest_distances(copies, train, CONFIG, 40)
+    assert (which == np.arange(32)).all() and d.max() < 0.01
+    exact, _ = novelty.nearest_distances([train[5]], train, CONFIG, 40)
+    assert exact[0] == pytest.approx(0.0, abs=1e-6)
+    copied = novelty.nearest_train_check(train, held, copies, CONFIG)
+    assert copied["copies"] == 32 and copied["copy_share"] == 1.0 and copied["ratio"] < 0.1
+    new = novelty.nearest_train_check(train, held, fresh, CONFIG)
+    assert new["copies"] == 0 and 0.7 < new["ratio"] < 1.4
+    assert new["frames"] == 40 and new["train_clips"] == 300 and new["n"] == 32
+    from evaluation.findings import copy_sentence
+
+    assert "ratio" in copy_sentence(new) and "0 of 32 generated closer" in copy_sentence(new)
+    # longer generated clips are compared over the shortest clip's frames
+    assert novelty.nearest_train_check(train, held, notes(4, frames=64), CONFIG)["frames"] == 40
+    assert novelty.nearest_train_check(train, None, fresh, CONFIG)["copies"] is None
