@@ -131,8 +131,18 @@ def test_verdict_rule_on_positions():
     }
     v = findings.verdict(held)
     assert v["verdict"] == "between" and v["gate"] == "held partials 0.52 of the way to noise, so at best between"
-    held["scalars"]["partial_stability"]["generated"] = 0.76  # position 0.22
+    held["scalars"]["partial_stability"]["generated"] = 0.80  # position 0.17
     assert findings.verdict(held)["verdict"] == "near floor"
+    held["scalars"]["partial_stability"]["generated"] = 0.76  # position 0.22: smeared (demo model)
+    assert findings.verdict(held)["verdict"] == "between"
+    # passing the note check more often than real clips (away from noise) is no veto
+    above = _metrics(1.0, 0.0, 10.0)
+    above["scalars"]["note_share"] = {
+        "generated": 0.98, "floor": 0.83, "noise": 0.0, "floor_sd": 0.05, "discriminative": True,
+    }
+    assert findings.positions(above)["note_share"] == pytest.approx(0.15 / 0.83)
+    above["scalars"]["note_share"]["generated"] = 1.0  # position 0.20
+    assert findings.verdict(above)["verdict"] == "near floor"
     # copies of training clips veto too (they score at the floor on every metric), at most
     # COPY_SHARE of them do not
     copied = _metrics(1.0, 0.0, 10.0, nearest_train={"copies": 20, "n": 64, "copy_share": 20 / 64})
