@@ -191,8 +191,9 @@ def run_findings(label: str, metrics: dict | None, wav_peaks: list[float] | None
     )
     out["sentences"].append(f"{label}: {verdict_sentence(metrics, v)}")
     copies = metrics.get("nearest_train")
-    if copy_sentence(copies):
-        out["sentences"].append(f"{label}: {copy_sentence(copies)}.")
+    copies_line = copy_sentence(copies)
+    if copies_line:
+        out["sentences"].append(f"{label}: {copies_line}.")
         if copies["copy_share"] > COPY_SHARE:
             out["did_not_work"].append(
                 f"{label}: {copies['copies']} of {copies['n']} samples copy a training clip"

@@ -395,7 +395,7 @@ def _audio_metrics(real_train, real_floor, generated, model, classifier_config, 
     )
     rows["generated"] = row_metrics(gen, ref, ndb, config, real_spec)
     rows["generated"]["note_check"] = gen.note_check
-    spread = None
+    spread, floor_mels = None, None
     if real_floor is not None and len(real_floor) >= 2:
         m = min(n, len(real_floor))
         if m < n:
@@ -422,8 +422,7 @@ def _audio_metrics(real_train, real_floor, generated, model, classifier_config, 
     result["scalars"] = scalar_table(rows, spread)
     result["headline"] = [k for k, v in result["scalars"].items() if v["discriminative"]]
     result["nearest_train"] = novelty.nearest_train_check(
-        real_train.mels, floor_mels if rows["floor"] is not None else None, generated.mels, config,
-        seed,
+        real_train.mels, floor_mels, generated.mels, config, seed
     )
     notes.extend(result["nearest_train"].pop("notes"))
     result["references"] = dict(REFERENCES)

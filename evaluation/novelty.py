@@ -26,7 +26,9 @@ CHUNK = 256  # training clips per distance block (float64: 256 x 80 x 344 x 8 B 
 
 
 def _flat(mels: list[np.ndarray], frames: int, config: MelConfig) -> np.ndarray:
-    return np.stack([normalized(m[:, :frames], config).reshape(-1) for m in mels]).astype(np.float64)
+    return np.stack([normalized(m[:, :frames], config).reshape(-1) for m in mels]).astype(
+        np.float64
+    )
 
 
 def nearest_distances(
@@ -95,4 +97,3 @@ def nearest_train_check(
             copy_share=copies / len(gen_d),
         )
     return out
-
