@@ -63,6 +63,14 @@ def _towards_noise(metrics: dict, key: str) -> bool:
     return (e["generated"] - e["floor"]) * (e["noise"] - e["floor"]) > 0
 
 
+def _copying(metrics: dict) -> str | None:
+    """'K of N samples copy a training clip' when more than COPY_SHARE of them do, else None."""
+    copies = metrics.get("nearest_train") or {}
+    if (copies.get("copy_share") or 0.0) > COPY_SHARE:
+        return f"{copies['copies']} of {copies['n']} samples copy a training clip"
+    return None
+
+
 def positions(metrics: dict) -> dict[str, float]:
     """Position between floor (0) and noise (1) of every discriminative metric (uncapped)."""
     out = {}
@@ -96,9 +104,8 @@ def verdict(metrics: dict) -> dict:
         if vetoes:
             where = " and ".join(f"{NAMES[k]} {min(pos[k], 1.0):.2f}" for k in vetoes)
             reasons.append(f"{where} of the way to noise")
-        copies = metrics.get("nearest_train") or {}
-        if (copies.get("copy_share") or 0.0) > COPY_SHARE:
-            reasons.append(f"{copies['copies']} of {copies['n']} samples copy a training clip")
+        if copying := _copying(metrics):
+            reasons.append(copying)
     if reasons:
         word = "between"
     out = {"verdict": word, "median_position": median, "positions": pos, "rule": VERDICT_RULE}
@@ -190,14 +197,11 @@ def run_findings(label: str, metrics: dict | None, wav_peaks: list[float] | None
         rule=v["rule"],
     )
     out["sentences"].append(f"{label}: {verdict_sentence(metrics, v)}")
-    copies = metrics.get("nearest_train")
-    copies_line = copy_sentence(copies)
+    copies_line = copy_sentence(metrics.get("nearest_train"))
     if copies_line:
         out["sentences"].append(f"{label}: {copies_line}.")
-        if copies["copy_share"] > COPY_SHARE:
-            out["did_not_work"].append(
-                f"{label}: {copies['copies']} of {copies['n']} samples copy a training clip"
-            )
+    if copying := _copying(metrics):
+        out["did_not_work"].append(f"{label}: {copying}")
     out["headline"] = list(metrics.get("headline") or [])
     at_noise = [k for k, p in v["positions"].items() if p >= NEAR_NOISE]
     if at_noise:
