@@ -186,12 +186,15 @@ def main(argv=None) -> None:
     common.set_threads(args.threads)
     res = common.run_interleaved(interleaved_workers(args, variants), args.rounds)
     out = per_variant(res, variants)
+    from improved_diffusion import fast
+
     cuda = args.device.startswith("cuda")
+    policy = fast.fastest_mode(args.device).omp_wait_policy  # as configure_process chose
+    waiting = f" + OMP_WAIT_POLICY={policy}" if policy else " + libgomp default waiting"
     result = {
         "device": common.describe_device(args.device),
         "quick": args.quick,
-        "mode": "weight norm folded + inference_mode"
-        + ("" if cuda else " + OMP_WAIT_POLICY=PASSIVE"),
+        "mode": "weight norm folded + inference_mode" + ("" if cuda else waiting),
         "baseline_mode": "weight norm kept + no_grad"
         + ("" if cuda else " + libgomp default waiting"),
         "note": (

@@ -34,10 +34,6 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 # "auto" (a training flag value, not a SpeedMode precision): fastest_mode's precision.
 AUTO = "auto"
 OPTIMIZERS = ("fused", "foreach", "loop")
-# What entry points (melcore.process.configure_process) put in the environment when the user
-# has not set it: on a shared 2-core machine libgomp's spin-waiting threads made every op wait
-# for a descheduled sibling thread (measured 2.5x slower training steps, 7x slower vocoding).
-OMP_WAIT_POLICY = process.OMP_WAIT_POLICY
 EMAS = ("foreach", "loop")
 
 
@@ -63,7 +59,8 @@ class SpeedMode:
     optimizer: str = "foreach"  # AdamW: "fused", "foreach" (multi-tensor) or "loop"
     ema: str = "foreach"  # EMA update: "foreach" (multi-tensor) or "loop" (per parameter)
     # OpenMP idle threads: "PASSIVE" sleeps, "" is libgomp's default (spin, then sleep).
-    # Read once when torch loads, so it applies to processes started with process_env().
+    # Read once when torch loads, so it applies to processes started with process_env();
+    # fastest_mode records this process's (melcore.process.configure_process chose it).
     omp_wait_policy: str = ""
 
     def __post_init__(self) -> None:
@@ -161,7 +158,7 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
             attention_impl="sdpa",
             optimizer="fused",
             ema="foreach",
-            omp_wait_policy=OMP_WAIT_POLICY,
+            omp_wait_policy=process.wait_policy(),
         )
     units = cpu_bf16_units() if device.type == "cpu" else ""
     if precision is None:
@@ -173,7 +170,7 @@ def fastest_mode(device: torch.device | str, precision: str | None = None) -> Sp
         attention_impl="sdpa",
         optimizer="foreach",
         ema="foreach",
-        omp_wait_policy=OMP_WAIT_POLICY,
+        omp_wait_policy=process.wait_policy(),
     )
 
 

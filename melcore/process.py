@@ -1,7 +1,11 @@
 """Process set-up done by entry points (scripts, `cli_main`), never by importing a module.
 
-Idle OpenMP threads should sleep instead of spinning: on the shared 2-core CI box spinning
-made training steps ~2.5x and HiFi-GAN 7-15x slower (benchmarks/, README "Benchmarks").
+How idle OpenMP threads wait depends on whether other jobs compete for the cores:
+- other jobs running: they sleep (OMP_WAIT_POLICY=PASSIVE). On the shared 2-core CI box
+  libgomp's spinning made training steps ~2.5x and HiFi-GAN 7-15x slower there.
+- the machine otherwise idle: libgomp's default (spin briefly, then sleep). On an idle 2-core
+  AMD Zen 4 PASSIVE made the demo's training 1.40x slower (43 vs 61 samples/s) and
+  UNIVERSAL_V1 1.2x slower: every op paid a thread wake-up (README "Benchmarks").
 libgomp reads OMP_WAIT_POLICY once, when torch loads, so an entry point calls
 `configure_process()` before it imports torch (scripts/*.py do it on their first lines).
 A value the user set (even empty) is kept.
@@ -10,11 +14,50 @@ A value the user set (even empty) is kept.
 from __future__ import annotations
 
 import os
+import time
 
-# The wait policy entry points set when the user has not; improved_diffusion.fast names it.
+# The wait policy entry points set when other jobs are running and the user has set none;
+# improved_diffusion.fast names it.
 OMP_WAIT_POLICY = "PASSIVE"
+LOADAVG = "/proc/loadavg"
+_configured = False  # once per process: scripts call configure_process(), then cli_main does
+
+
+def others_running(path: str = LOADAVG, reads: int = 5, interval_s: float = 0.01) -> int | None:
+    """Runnable tasks other than this process right now: the least of a few reads of the
+    kernel's running count (the 4th field of /proc/loadavg, "running/total", which counts the
+    reader too), so a task that runs for a moment does not count. None without /proc."""
+    least = None
+    for i in range(reads):
+        try:
+            with open(path) as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, IndexError, ValueError):
+            return None
+        least = running if least is None else min(least, running)
+        if i + 1 < reads:
+            time.sleep(interval_s)
+    return max(0, least - 1)
+
+
+def wait_policy_for(others: int | None) -> str:
+    """The OMP_WAIT_POLICY to run with: "" (libgomp's default) when nothing else is running,
+    PASSIVE when something is, or when that cannot be read."""
+    return "" if others == 0 else OMP_WAIT_POLICY
 
 
 def configure_process() -> None:
-    """Apply the project's process defaults (today: OMP_WAIT_POLICY) unless the user set them."""
-    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+    """Apply the project's process defaults (today: OMP_WAIT_POLICY, chosen by
+    wait_policy_for from what is running now) unless the user set them."""
+    global _configured
+    if _configured or "OMP_WAIT_POLICY" in os.environ:
+        return
+    _configured = True
+    policy = wait_policy_for(others_running())
+    if policy:
+        os.environ["OMP_WAIT_POLICY"] = policy
+
+
+def wait_policy() -> str:
+    """The OMP_WAIT_POLICY this process runs with ("" = libgomp's default)."""
+    return os.environ.get("OMP_WAIT_POLICY", "")

@@ -3,10 +3,11 @@
 # that the pretty_midi package ships), on CPU, writing everything under runs/demo/.
 # Every step resumes: rerunning `make demo` skips the stages that finished (see `stage`) and
 # resumes the one a kill interrupted.
-# Knobs: DEMO_OUT (runs/demo), DEMO_SIZE (small | tiny), DEMO_STEPS (training steps, 2400),
+# Knobs: DEMO_OUT (runs/demo), DEMO_SIZE (small | tiny), DEMO_STEPS (training steps, 3200),
 # DEMO_TRAIN_SECONDS (training stops there if DEMO_STEPS is not reached yet, 420: the demo must fit
-# in 15 minutes; 2,400 steps take ~420 s on an AMD Zen 4 box, a 2-core Xeon with AMX reaches about
-# 1,400 and a slow box about 700 in that time; held partials keep improving to 2,400: docs/RECIPE.md),
+# in 15 minutes; 3,200 steps take ~400 s on an idle AMD Zen 4 box, a 2-core Xeon with AMX reached
+# about 1,400 and a slow box about 700 in that time; held partials keep improving to 3,600:
+# docs/RECIPE.md),
 # DEMO_SAMPLES (generated notes, 64), DEMO_SHIPPED (the shipped diffusion model sampled beside the
 # demo's own, notes-unet-v2; empty skips it).
 set -euo pipefail
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${DEMO_OUT:-runs/demo}
 SIZE=${DEMO_SIZE:-small}
-STEPS=${DEMO_STEPS:-2400}
+STEPS=${DEMO_STEPS:-3200}
 TRAIN_SECONDS=${DEMO_TRAIN_SECONDS:-420}
 SAMPLES=${DEMO_SAMPLES:-64}
 CLF_STEPS=${DEMO_CLF_STEPS:-300}
