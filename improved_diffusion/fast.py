@@ -194,8 +194,8 @@ def prepare_for_sampling(model: torch.nn.Module, device: torch.device | str) -> 
 
 def process_env(mode: SpeedMode) -> dict[str, str]:
     """Environment for a new process that runs `mode` (an empty value = libgomp's default;
-    it also stops the entry point's configure_process() from setting its default)."""
-    return {"OMP_WAIT_POLICY": mode.omp_wait_policy}
+    with CHOSEN cleared, the entry point's configure_process() keeps it as given)."""
+    return {"OMP_WAIT_POLICY": mode.omp_wait_policy, process.CHOSEN: ""}
 
 
 def mode_by_name(name: str, device: torch.device | str, precision: str | None = None) -> SpeedMode:

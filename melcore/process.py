@@ -21,9 +21,13 @@ import time
 OMP_WAIT_POLICY = "PASSIVE"
 LOADAVG = "/proc/loadavg"
 _configured = False  # once per process: scripts call configure_process(), then cli_main does
+# What configure_process chose ("PASSIVE" or CHOSE_DEFAULT), for the processes it starts; a
+# process started with an OMP_WAIT_POLICY on purpose gets it set to "" (fast.process_env).
+CHOSEN = "MELCORE_CHOSEN_OMP_WAIT_POLICY"
+CHOSE_DEFAULT = "libgomp-default"
 
 
-def others_running(path: str = LOADAVG, reads: int = 5, interval_s: float = 0.01) -> int | None:
+def others_running(path: str = LOADAVG, reads: int = 8, interval_s: float = 0.015) -> int | None:
     """Runnable tasks other than this process right now: the least of a few reads of the
     kernel's running count (the 4th field of /proc/loadavg, "running/total", which counts the
     reader too), so a task that runs for a moment does not count. None without /proc."""
@@ -48,14 +52,28 @@ def wait_policy_for(others: int | None) -> str:
 
 def configure_process() -> None:
     """Apply the project's process defaults (today: OMP_WAIT_POLICY, chosen by
-    wait_policy_for from what is running now) unless the user set them."""
+    wait_policy_for from what is running now) unless the user set them.
+
+    A choice an ancestor entry point made (the demo's lock holder, run_experiments) is made
+    again here, from what runs now: CHOSEN records it, so that it is not taken for the user's."""
     global _configured
-    if _configured or "OMP_WAIT_POLICY" in os.environ:
+    if _configured:
         return
     _configured = True
+    env = os.environ
+    if "OMP_WAIT_POLICY" in env and not _chosen_by_an_entry_point(env):
+        return
     policy = wait_policy_for(others_running())
     if policy:
-        os.environ["OMP_WAIT_POLICY"] = policy
+        env["OMP_WAIT_POLICY"] = policy
+    else:
+        env.pop("OMP_WAIT_POLICY", None)
+    env[CHOSEN] = policy or CHOSE_DEFAULT
+
+
+def _chosen_by_an_entry_point(env) -> bool:
+    chosen = env.get(CHOSEN)
+    return bool(chosen) and env.get("OMP_WAIT_POLICY", CHOSE_DEFAULT) == chosen
 
 
 def wait_policy() -> str:
