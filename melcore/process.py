@@ -5,7 +5,7 @@ How idle OpenMP threads wait depends on whether other jobs compete for the cores
   libgomp's spinning made training steps ~2.5x and HiFi-GAN 7-15x slower there.
 - the machine otherwise idle: libgomp's default (spin briefly, then sleep). On an idle 2-core
   AMD Zen 4 PASSIVE made the demo's training 1.40x slower (43 vs 61 samples/s) and
-  UNIVERSAL_V1 1.2x slower: every op paid a thread wake-up (README "Benchmarks").
+  UNIVERSAL_V1 1.16x slower: every op paid a thread wake-up (README "Benchmarks").
 libgomp reads OMP_WAIT_POLICY once, when torch loads, so an entry point calls
 `configure_process()` before it imports torch (scripts/*.py do it on their first lines).
 A value the user set (even empty) is kept.
