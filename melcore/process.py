@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import time
 
-# The wait policy entry points set when other jobs are running and the user has set none;
-# improved_diffusion.fast names it.
+# The wait policy entry points set when other jobs are running and the user has set none
+# (wait_policy_for); improved_diffusion.fast records the one a process runs with (wait_policy).
 OMP_WAIT_POLICY = "PASSIVE"
 LOADAVG = "/proc/loadavg"
 _configured = False  # once per process: scripts call configure_process(), then cli_main does
