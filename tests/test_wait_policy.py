@@ -57,11 +57,17 @@ def test_configure_process_keeps_the_users_value_and_decides_once(monkeypatch):
     monkeypatch.setattr(process, "others_running", lambda: 2)
     process.configure_process()
     assert os.environ["OMP_WAIT_POLICY"] == ""  # empty is a choice (libgomp's default)
+    # A new process (the guard reset) with nothing else running: it decides, and stays unset.
     monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(process, "_configured", False)
     monkeypatch.setattr(process, "others_running", lambda: 0)
-    process.configure_process()  # decides: nothing else runs, so it stays unset
+    process.configure_process()
+    assert "OMP_WAIT_POLICY" not in os.environ
+    assert os.environ[process.CHOSEN] == process.CHOSE_DEFAULT
+    # A second call in the same process (cli_main after the script's) changes nothing, even
+    # though the load changed and the mark alone would have it decide again.
     monkeypatch.setattr(process, "others_running", lambda: 2)
-    process.configure_process()  # a second call (cli_main after the script's) changes nothing
+    process.configure_process()
     assert "OMP_WAIT_POLICY" not in os.environ
 
 
