@@ -7,11 +7,12 @@ Verdict rule (VERDICT_RULE): on every discriminative metric (see evaluation.metr
 note share is one of them when noise fails the note check and real clips pass), the samples'
 position is |generated - floor| / |noise - floor|: 0 at the real-vs-real floor, 1 at noise,
 capped at 1. The median position decides: below NEAR_FLOOR "near floor", above NEAR_NOISE
-"near noise", otherwise "between". The two measures of what a note is gate the best word
-(GATES): samples whose note share or held partials sit NEAR_FLOOR or more of the way to noise
-(on noise's side of the floor: passing the note check more often than real clips is no veto)
-are at best "between", whatever the classifier metrics say (a weak classifier's FD can rate smeared notes as real, and
-rated x0-prediction's wobbling partials the best of a recipe sweep: docs/RECIPE.md). So are
+"near noise", otherwise "between". The measures of what a note is gate the best word (GATES): samples whose note
+share, held partials or partial depth sit NEAR_FLOOR or more of the way to noise (on noise's
+side of the floor: passing the note check more often than real clips is no veto) are at best
+"between", whatever the classifier metrics say (a weak classifier's FD can rate smeared notes
+as real, and rated x0-prediction's wobbling partials the best of a recipe sweep; held partials
+and flatness missed the demo model's haze between partials that depth sees: docs/RECIPE.md). So are
 samples of which more than COPY_SHARE copy a training clip (metrics' nearest_train):
 copies score at the floor on every distribution metric.
 No discriminative metric: no verdict.
@@ -28,7 +29,7 @@ NEAR_NOISE = 0.75
 CLIP_PEAK = 0.999  # a WAV whose peak reaches this is counted as clipped
 LOW_NOTE_SHARE = 0.5  # flagged when the samples' note share is below this x the floor's
 # Metrics that measure notes themselves (not a classifier's view of them): each can veto "near floor".
-GATES = ("note_share", "partial_stability")
+GATES = ("note_share", "partial_stability", "partial_depth")
 COPY_SHARE = 0.1  # more copies of training clips than this share also vetoes "near floor"
 NAMES = {
     "fd": "FD",
@@ -43,12 +44,13 @@ NAMES = {
     "flatness": "spectral flatness",
     "note_share": "note share",
     "partial_stability": "held partials",
+    "partial_depth": "partial depth",
 }
 VERDICT_RULE = (
     "position = |generated - floor| / |noise - floor| on each discriminative metric (0 = the real-vs-real "
     f"floor, 1 = noise, capped at 1); median position < {NEAR_FLOOR}: near floor, > {NEAR_NOISE}: near "
     "noise, otherwise between; near floor also needs the positions of "
-    f"{' and '.join(NAMES[k] for k in GATES)} < {NEAR_FLOOR} where on noise's side of the floor and at most {COPY_SHARE:.0%} "
+    f"{', '.join(NAMES[k] for k in GATES)} < {NEAR_FLOOR} where on noise's side of the floor and at most {COPY_SHARE:.0%} "
     "of the samples copies of training clips"
 )
 

@@ -11,6 +11,8 @@
 - `partial_stability`: median over whole clips of the note check's `partial_stability` (how much
   of the spectral fine structure is held over time: real notes ~0.95, pixel noise ~0.1), so
   smeared or wavy partials show even where every clip passes the note check.
+- `partial_depth`: median over whole clips of the note check's `partial_depth` (how deep the held
+  partials stand above the gaps between them, nats), so a haze between partials shows.
 - `nearest_train` (not a row metric): each generated and held-out clip's distance to its nearest
   training clip and the count of copies (evaluation.novelty), since a model that copies its
   training clips scores at the floor on everything above.
@@ -193,6 +195,7 @@ SCALARS = (
     "flatness",
     "note_share",
     "partial_stability",
+    "partial_depth",
 )
 SPECTRAL = ("bin_mean_rmse", "bin_std_rmse", "centroid_hz", "flatness")
 ROWS = ("generated", "floor", "noise", "mean_spectrum")
@@ -218,6 +221,7 @@ class ClipFeatures:
     is_note: np.ndarray  # note check per whole clip
     note_check: dict  # notecheck.summarize of the whole clips
     partial_stability: np.ndarray  # notecheck's partial_stability per whole clip
+    partial_depth: np.ndarray  # notecheck's partial_depth per whole clip
 
     def gaussian(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the embeddings (computed once)."""
@@ -239,6 +243,7 @@ def clip_features(
         np.array([c.is_note for c in checks]),
         notecheck.summarize(checks),
         np.array([c.partial_stability for c in checks]),
+        np.array([c.partial_depth for c in checks]),
     )
 
 
@@ -250,6 +255,7 @@ def _take(f: ClipFeatures, idx: np.ndarray) -> ClipFeatures:
         f.is_note[idx],
         f.note_check,
         f.partial_stability[idx],
+        f.partial_depth[idx],
     )
 
 
@@ -283,6 +289,7 @@ def row_metrics(
         "note_share": float(f.is_note.mean()),
         # How held the partials are, as a distribution: the per-sample check only asks "not noise".
         "partial_stability": float(np.median(f.partial_stability)),
+        "partial_depth": float(np.median(f.partial_depth)),
     }
     out["spectral"] = spectral_distance(pooled_spectral(f.spectral), real_spec)
     return out

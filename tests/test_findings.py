@@ -135,6 +135,16 @@ def test_verdict_rule_on_positions():
     assert findings.verdict(held)["verdict"] == "near floor"
     held["scalars"]["partial_stability"]["generated"] = 0.76  # position 0.22: smeared (demo model)
     assert findings.verdict(held)["verdict"] == "between"
+    # shallow partials (a haze between them that stability misses) veto too: the 3,200-step
+    # demo model's numbers (docs/RECIPE.md); notes-unet-v2's depth 0.84 does not
+    deep = _metrics(1.0, 0.0, 10.0)
+    deep["scalars"]["partial_depth"] = {
+        "generated": 0.58, "floor": 0.86, "noise": 0.36, "floor_sd": 0.06, "discriminative": True,
+    }
+    v = findings.verdict(deep)
+    assert v["verdict"] == "between" and v["gate"] == "partial depth 0.56 of the way to noise, so at best between"
+    deep["scalars"]["partial_depth"]["generated"] = 0.84
+    assert findings.verdict(deep)["verdict"] == "near floor"
     # passing the note check more often than real clips (away from noise) is no veto
     above = _metrics(1.0, 0.0, 10.0)
     above["scalars"]["note_share"] = {

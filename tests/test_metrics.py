@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from eval_helpers import CONFIG, make_melset, make_sample_dir, run_script, toy_mel
 
-from evaluation import metrics
+from evaluation import metrics, notecheck
 from evaluation.classifier import ClassifierConfig, save_classifier, train_classifier
 from evaluation.mels import load_melset
 from melcore.mel_config import MelConfig
@@ -109,6 +109,10 @@ def test_identical_sets_near_zero_and_shifted_large(trained):
     assert any("K reduced" in n for n in m["notes"])
     held = m["scalars"]["partial_stability"]
     assert held["generated"] > 0.7 and held["noise"] < 0.5 and held["discriminative"], held
+    depth = m["scalars"]["partial_depth"]
+    # the toy notes' partials are shallow (real notes: tests/test_notecheck.py); same set, same depth
+    assert depth["generated"] == pytest.approx(float(np.median([notecheck.check_note(x).partial_depth
+                                                                for x in train.mels])), rel=1e-6), depth
     rng = np.random.default_rng(5)
     shifted = make_sample_dir(root / "shifted", [toy_mel(30, 1, rng, 64, shift=4.0) for _ in range(24)])
     s = metrics.run_audio_metrics(str(mels), str(shifted), str(root / "clf"), k=50)

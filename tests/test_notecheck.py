@@ -89,14 +89,18 @@ def test_noise_and_noise_like_fail(real):
     assert "silent" in notecheck.check_note(cases["silence"][0]).reasons[0]
 
 
-def _harmonic_note(f0: float, config, seconds: float = 4.0, sr: int = 16000) -> np.ndarray:
-    """A held harmonic tone (40 partials, 1/k amplitudes) with a 3 s hold and an exponential release."""
+def _harmonic_note(
+    f0: float, config, seconds: float = 4.0, sr: int = 16000, haze: float = 0.0
+) -> np.ndarray:
+    """A held harmonic tone (40 partials, 1/k amplitudes) with a 3 s hold and an exponential
+    release; `haze` adds white noise of that rms under the same envelope (a wash between partials)."""
     from hifigan.meldataset import audio_to_mel
 
     t = np.arange(int(seconds * sr)) / sr
     tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 41) if f0 * k < sr / 2)
+    tone = 0.3 * tone / np.abs(tone).max() + haze * np.random.default_rng(0).standard_normal(len(t))
     envelope = np.minimum(t / 0.01, 1.0) * np.where(t < 3.0, 1.0, np.exp(-(t - 3.0) / 0.08))
-    return audio_to_mel((0.3 * tone * envelope / np.abs(tone).max()).astype(np.float32), config)
+    return audio_to_mel((tone * envelope).astype(np.float32), config)
 
 
 def test_low_notes_pass_though_their_partials_are_not_peaks(real):
@@ -112,6 +116,19 @@ def test_low_notes_pass_though_their_partials_are_not_peaks(real):
     x = _harmonic_note(41.2, real.config)
     shuffled = np.stack([col[rng.permutation(len(col))] for col in x.T], axis=1)
     assert notecheck.check_note(shuffled).partial_stability < 0.3
+
+
+def test_partial_depth_sees_a_haze_that_stability_misses(real):
+    # Noise 30 dB under the tone fills the gaps between its partials: what structure is left
+    # still stays put (stability barely moves) but the partials stand out much less.
+    clean = notecheck.check_note(_harmonic_note(261.6, real.config))
+    hazy = notecheck.check_note(_harmonic_note(261.6, real.config, haze=0.01))
+    assert clean.is_note and hazy.is_note
+    assert hazy.partial_stability > 0.97 * clean.partial_stability
+    assert clean.partial_depth > 1.3 and hazy.partial_depth < 0.7 * clean.partial_depth
+    real_depth = np.median([c.partial_depth for c in notecheck.check_notes(real.mels)])
+    noise = np.random.default_rng(0).uniform(-11, 2, real.mels[0].shape)
+    assert real_depth > 0.5 and notecheck.check_note(noise).partial_depth < 0.3 * real_depth
 
 
 def test_shapes_and_summary():
