@@ -5,6 +5,7 @@
     OUT/manifest.jsonl               id, split, source, frames (+ NSynth labels)
     OUT/stats.json                   global / per-bin / per-split statistics
     OUT/rejected.jsonl               files that could not be used, with the reason
+    OUT/curated.jsonl                clips curation left out (id, split, source, partial_depth)
     OUT/packed/{split}.npy           optional (--pack): all frames of a split in one array,
     OUT/packed/{split}.index.json    [num_mels, total_frames], plus (id, offset, frames)
 
@@ -12,6 +13,10 @@ Input is an NSynth-layout root (`nsynth*-{split}` folders, or one such folder) o
 of audio (cut into windows by datasets.folder). Work is spread over processes; a rerun skips
 every clip whose .npy loads with the expected shape and redoes the rest; manifest, stats and
 the packed arrays are rewritten atomically at the end.
+
+Curation (off by default): with `Options.min_partial_depth` > 0 a clip whose held partials are
+shallower than that (datasets.curation.partial_depth: a broadband wash, an effect, a low
+tremolo) is left out of every split and listed in curated.jsonl with its depth.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class Options:
     window_s: float = 4.0
     hop_s: float | None = None
     min_rms_db: float = -50.0
+    min_partial_depth: float = 0.0  # 0: keep every clip; else drop clips shallower (nats)
 
 
 # -- collecting the input ------------------------------------------------------------------
@@ -178,33 +184,53 @@ def _finished(path: Path, frames: int, num_mels: int) -> np.ndarray | None:
     return mel
 
 
-def _one_clip(clip_id: str, split: str, y: np.ndarray) -> tuple[np.ndarray, bool]:
+def _shallow(mel: np.ndarray, min_depth: float) -> float | None:
+    """The mel's partial depth when curation leaves it out, else None."""
+    from datasets.curation import partial_depth
+
+    if min_depth <= 0:
+        return None
+    depth = partial_depth(mel)
+    return depth if depth < min_depth else None
+
+
+def _one_clip(clip_id: str, split: str, y: np.ndarray) -> tuple[np.ndarray, bool, float | None]:
+    """(mel, whether it was on disk already, its partial depth when curation leaves it out)."""
     from hifigan.meldataset import audio_to_mel
 
-    config, out = _W["config"], _W["out"]
+    config, out, opts = _W["config"], _W["out"], _W["opts"]
     path = out / split / f"{clip_id}.npy"
     frames = expected_frames(y.size)
     if frames <= 0:
         raise UserError(f"too short ({y.size} samples) for one mel frame")
     mel = _finished(path, frames, config.num_mels)
-    if mel is not None:
-        return mel, True
-    mel = audio_to_mel(y, config)
-    if not np.all(np.isfinite(mel)):
-        raise UserError("mel has NaN or Inf values")
-    # No fsync per clip: the rename stays atomic and a rerun re-validates every .npy.
-    save_npy(path, mel, fsync=False)
-    return mel, False
+    on_disk = mel is not None
+    if not on_disk:
+        mel = audio_to_mel(y, config)
+        if not np.all(np.isfinite(mel)):
+            raise UserError("mel has NaN or Inf values")
+    shallow = _shallow(mel, opts.min_partial_depth)
+    if shallow is not None:
+        # A .npy from an earlier run without curation goes too: the folder holds the set.
+        path.unlink(missing_ok=True)
+    elif not on_disk:
+        # No fsync per clip: the rename stays atomic and a rerun re-validates every .npy.
+        save_npy(path, mel, fsync=False)
+    return mel, on_disk, shallow
 
 
 def _process(job: Job) -> dict:
     """Mel(s) of one job -> {'entries', 'rejected', 'stats' {split: Stats}, counts}."""
     from datasets import folder
     config, opts = _W["config"], _W["opts"]
-    result = {"entries": [], "rejected": [], "stats": {}, "computed": 0, "skipped": 0}
+    result = {"entries": [], "rejected": [], "curated": [], "stats": {}, "computed": 0, "skipped": 0}
 
     def keep(clip_id, split, y, extra):
-        mel, skipped = _one_clip(clip_id, split, y)
+        mel, skipped, shallow = _one_clip(clip_id, split, y)
+        if shallow is not None:
+            result["curated"].append({"id": clip_id, "split": split, "source": job.source,
+                                      "partial_depth": round(shallow, 4)})
+            return
         result["skipped" if skipped else "computed"] += 1
         st = result["stats"].setdefault(split, Stats(config.num_mels))
         st.add(mel, config.mel_min, config.mel_max)
@@ -277,6 +303,8 @@ def _check_options(options: Options, pack_dtype: str) -> None:
         raise UserError(f"--window_s {options.window_s}: must be a positive number of seconds")
     if options.hop_s is not None and not options.hop_s > 0:
         raise UserError(f"--hop_s {options.hop_s}: must be a positive number of seconds")
+    if not options.min_partial_depth >= 0:
+        raise UserError(f"--min_partial_depth {options.min_partial_depth}: must be 0 (off) or a positive depth in nats")
     if pack_dtype not in PACK_DTYPES:
         raise UserError(f"--pack_dtype {pack_dtype!r}: choose one of {PACK_DTYPES}")
 
@@ -298,6 +326,7 @@ class _Results:
     entries: list[dict]
     rejected: list[dict]
     stats: dict[str, Stats]
+    curated: list[dict] = dataclasses.field(default_factory=list)
     computed: int = 0
     skipped: int = 0
     seconds: float = 0.0
@@ -330,6 +359,7 @@ def _run_jobs(jobs: list[Job], config: MelConfig, out: Path, options: Options, w
             bar.update(1)
             res.entries += r["entries"]
             res.rejected += r["rejected"]
+            res.curated += r["curated"]
             res.computed += r["computed"]
             res.skipped += r["skipped"]
             for split, st in r["stats"].items():
@@ -354,6 +384,7 @@ def _write_outputs(out: Path, input_dir: str | os.PathLike, config: MelConfig, r
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"--input {input_dir}: two clips share the id {dup!r}; rename one source file")
     res.rejected.sort(key=lambda r: r["file"])
+    res.curated.sort(key=lambda c: (SPLITS.index(c["split"]), c["id"]))
     total = Stats(config.num_mels)
     for st in res.stats.values():
         total.merge(st)
@@ -368,6 +399,7 @@ def _write_outputs(out: Path, input_dir: str | os.PathLike, config: MelConfig, r
     write_text(out / "manifest.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in res.entries))
     write_json(out / "stats.json", stats_json)
     write_text(out / "rejected.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in res.rejected))
+    write_text(out / "curated.jsonl", "".join(json.dumps(c, sort_keys=True) + "\n" for c in res.curated))
     packed = {}
     if pack:
         for split in SPLITS:
@@ -387,6 +419,7 @@ def _summary(mode: str, files: int, res: _Results, packed: dict) -> dict:
         "skipped": res.skipped,
         "rejected": len(res.rejected),
         "rejected_files": res.rejected,
+        "curated": len(res.curated),
         "splits": {s: sum(e["split"] == s for e in res.entries) for s in SPLITS},
         "seconds": seconds,
         "clips_per_s": n / seconds if seconds > 0 else float("inf"),

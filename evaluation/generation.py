@@ -192,9 +192,11 @@ def load_mel_input(path: str | os.PathLike, config, width: int) -> torch.Tensor:
 
 
 def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: list[str] | None = None,
-                 row_labels: list[str] | None = None, config: MelConfig | None = None) -> Path:
+                 row_labels: list[str] | None = None, config: MelConfig | None = None,
+                 cell_labels: list[list[str]] | None = None) -> Path:
     """A grid of log-mel images (rows x columns) as one PNG (matplotlib Agg), coloured over
-    the mel config's normalisation range (mel_min..mel_max; the default config's without one)."""
+    the mel config's normalisation range (mel_min..mel_max; the default config's without one);
+    `cell_labels[i][j]`, when given, is written under cell (i, j)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,6 +217,8 @@ def mel_grid_png(rows: list[list[np.ndarray]], path: str | os.PathLike, titles: 
                           vmax=config.mel_max)
             else:
                 ax.axis("off")
+            if cell_labels and i < len(cell_labels) and j < len(cell_labels[i]):
+                ax.set_xlabel(cell_labels[i][j], fontsize=6)
             if titles and i == 0 and j < len(titles):
                 ax.set_title(titles[j], fontsize=7)
         if row_labels:

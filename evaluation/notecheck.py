@@ -24,7 +24,8 @@ Features (natural-log mels, HiFi-GAN's floor log(1e-5); one frame = one column):
   structure (the numerator of `partial_stability`, not divided by the spread). A haze or wash
   between the partials fills the gaps and makes them shallow while the little structure left
   still stays put, so stability and flatness miss it and depth does not (real notes: median
-  0.85; the 3,200-step demo model, hazy by eye: 0.58; notes-unet-v2: 0.84).
+  0.85; the 3,200-step demo model, hazy by eye: 0.58; notes-unet-v2: 0.84). It is computed by
+  `datasets.curation`, which `prep_mels.py --min_partial_depth` curates training data with.
 - `level_range`: 95th minus 5th percentile of the frame mean log-mel (the note's envelope).
 
 Calibrated on the embedded NSynth-GM `small` set (3,042 notes of all splits, universal preset,
@@ -43,27 +44,28 @@ The thresholds assume 80-bin HiFi-GAN log-mels; pass a `NoteCheckConfig` to chan
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
 
-# HiFi-GAN's log floor, log(clamp(x, 1e-5)) (the same value as the mel config's LOG_FLOOR).
-FLOOR = math.log(1e-5)
+from datasets.curation import ACTIVE_MARGIN, RIPPLE_BINS, held_fine_structure
+from melcore.mel_config import LOG_FLOOR
+
+# HiFi-GAN's log floor, log(clamp(x, 1e-5)).
+FLOOR = LOG_FLOOR
 
 
 @dataclass(frozen=True)
 class NoteCheckConfig:
     floor: float = FLOOR
-    active_margin: float = 1.0  # a frame is active when its mean log-mel > floor + this
+    active_margin: float = ACTIVE_MARGIN  # a frame is active when its mean log-mel > floor + this
     min_active_share: float = 0.1  # fewer active frames: silent
     max_flatness: float = 0.5  # real <= 0.37, white-noise audio 0.94
     max_roughness: float = 0.45  # real 0.05-0.25; noisy jitter >= 0.8
     min_roughness: float = 0.01  # real >= 0.05; below: a frozen spectrum, no sound is that still
     peak_margin: float = 0.5  # nats (4.3 dB) above both neighbouring bins
     peak_persistence: float = 0.5  # share of active frames in which a stable partial is a peak
-    ripple_bins: int = 5  # the running mean over mel bins that the fine structure is taken from
+    ripple_bins: int = RIPPLE_BINS  # the running mean over mel bins that the fine structure is taken from
     min_partial_stability: float = 0.45  # real: 1st pct 0.50; noise held 16 frames <= 0.42
     min_level_range: float = 2.5  # real whole notes >= 4.6 (onset, hold, release to silence)
     envelope_min_frames: int = 256  # the envelope is checked only on clips this long (whole notes)
@@ -98,15 +100,6 @@ def _stable_partials(active: np.ndarray, config: NoteCheckConfig) -> int:
     return int((peak.mean(axis=1) >= config.peak_persistence).sum())
 
 
-def _held_fine_structure(active: np.ndarray, config: NoteCheckConfig) -> tuple[float, float]:
-    """(partial_stability, partial_depth): the time-mean fine structure's std over bins, divided by
-    the whole fine structure's std (0 when flat) and in nats."""
-    fine = active - uniform_filter1d(active, size=config.ripple_bins, axis=0, mode="nearest")
-    spread = float(fine.std())
-    depth = float(fine.mean(axis=1).std())
-    return (depth / spread if spread > 1e-9 else 0.0), depth
-
-
 def check_note(log_mel: np.ndarray, config: NoteCheckConfig | None = None) -> NoteCheck:
     """Features of one log-mel [num_mels, frames] and whether they look like a real note."""
     config = config or DEFAULT
@@ -134,7 +127,7 @@ def check_note(log_mel: np.ndarray, config: NoteCheckConfig | None = None) -> No
     else:
         result.roughness = 0.0
     result.stable_partials = _stable_partials(xa, config)
-    result.partial_stability, result.partial_depth = _held_fine_structure(xa, config)
+    result.partial_stability, result.partial_depth = held_fine_structure(xa, config.ripple_bins)
 
     if result.flatness > config.max_flatness:
         result.reasons.append(f"broadband: flatness {result.flatness:.2f} > {config.max_flatness}")

@@ -276,7 +276,13 @@ def samples_dir(run: Run) -> Path | None:
     return subs[-1] if subs else None
 
 
+# Under this partial depth (nats) a held sound shows no gaps between its partials: the embedded
+# set's 10th percentile, mostly low notes (docs/RECIPE.md, "What the washes are").
+SHALLOW_DEPTH = 0.35
+
+
 def spectrogram_section(rep: Report, runs: list[Run], real: list[tuple[str, np.ndarray]], n: int) -> None:
+    from datasets.curation import partial_depth
     from evaluation.generation import mel_grid_png
 
     parts = []
@@ -293,8 +299,16 @@ def spectrogram_section(rep: Report, runs: list[Run], real: list[tuple[str, np.n
         if not gen:
             parts.append(f"<h3>{escape(r.label)}</h3>{NOT_COMPUTED}")
             continue
-        png = mel_grid_png(rows, rep.out / "assets" / f"grid_{i}_{_safe(r.label)}.png", row_labels=labels)
-        parts.append(f"<h3>{escape(r.label)}</h3>" + rep.img(f"assets/{png.name}", f"real vs generated, {r.label}"))
+        depths = [[partial_depth(m) for m in row] for row in rows]
+        png = mel_grid_png(rows, rep.out / "assets" / f"grid_{i}_{_safe(r.label)}.png", row_labels=labels,
+                           cell_labels=[[f"depth {d:.2f}" for d in row] for row in depths])
+        listed = "; ".join(f"{lab} " + ", ".join(f"{d:.2f}" for d in row) for lab, row in zip(labels, depths))
+        caption = (f"<p>Partial depth of each (nats, how far the held partials stand above the gaps between "
+                   f"them): {escape(listed)}. Under {SHALLOW_DEPTH} a sound shows no gaps between its "
+                   f"partials: in the embedded set that is about one note in ten, mostly low notes whose "
+                   f"partials are closer than the mel bins, and they look like washes.</p>")
+        parts.append(f"<h3>{escape(r.label)}</h3>" + rep.img(f"assets/{png.name}", f"real vs generated, {r.label}")
+                     + caption)
     rep.section("Spectrograms: real vs generated", "".join(parts) or NOT_COMPUTED)
 
 

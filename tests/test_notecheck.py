@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from datasets import curation
 from evaluation import notecheck
 from evaluation.mels import fixed_crops, load_melset
 
@@ -129,6 +130,19 @@ def test_partial_depth_sees_a_haze_that_stability_misses(real):
     real_depth = np.median([c.partial_depth for c in notecheck.check_notes(real.mels)])
     noise = np.random.default_rng(0).uniform(-11, 2, real.mels[0].shape)
     assert real_depth > 0.5 and notecheck.check_note(noise).partial_depth < 0.3 * real_depth
+
+
+def test_curation_depth_is_the_note_checks_and_low_notes_are_shallower(real):
+    # One implementation: prep's curation measures exactly what the note check reports. Low notes
+    # have partials closer than the mel bins, so curating by depth drops low notes first
+    # (docs/RECIPE.md: why curation is not the demo's default).
+    low, mid = _harmonic_note(41.2, real.config), _harmonic_note(261.6, real.config)
+    for x in (low, mid, *real.mels[:4]):
+        assert curation.partial_depth(x) == notecheck.check_note(x).partial_depth
+    assert curation.partial_depth(low) < 0.5 * curation.partial_depth(mid)
+    assert curation.partial_depth(np.full((80, 100), notecheck.FLOOR)) == 0.0
+    with pytest.raises(ValueError, match="num_mels, frames"):
+        curation.partial_depth(np.zeros(80))
 
 
 def test_shapes_and_summary():

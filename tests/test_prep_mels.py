@@ -224,3 +224,50 @@ def test_audio_folder_input(tmp_path):
     assert [x["id"] for x in lines] == ["long_wav-w00000", "long_wav-w00001"]
     assert [x["start_s"] for x in lines] == [0.0, 4.0] and all(x["frames"] == 344 for x in lines)
     assert "silent" in (out / "rejected.jsonl").read_text()
+
+
+def _tone_and_noise(d):
+    """A 4 s harmonic note (onset, decay) and 4 s of white noise, at 16 kHz."""
+    d.mkdir()
+    t = np.arange(4 * 16000) / 16000
+    tone = sum(np.sin(2 * np.pi * 220 * k * t) / k for k in range(1, 8)) * np.exp(-t) * 0.2
+    sf.write(str(d / "note.wav"), tone, 16000)
+    sf.write(str(d / "noise.wav"), 0.2 * np.random.default_rng(0).standard_normal(t.size), 16000)
+    return d
+
+
+def test_curation_drops_shallow_clips_and_reruns_follow_the_threshold(tmp_path):
+    from datasets.curation import partial_depth
+
+    src = _tone_and_noise(tmp_path / "audio")
+    out = tmp_path / "mels"
+    curate = prep.Options(min_partial_depth=0.35)
+    r = prep.prepare(src, out, options=curate, strict=True, progress=False)  # curation is not an error
+    assert (r["clips"], r["curated"], r["rejected"]) == (1, 1, 0)
+    assert [json.loads(x)["id"] for x in (out / "manifest.jsonl").read_text().splitlines()] == ["note_wav-w00000"]
+    (cut,) = [json.loads(x) for x in (out / "curated.jsonl").read_text().splitlines()]
+    assert cut["id"] == "noise_wav-w00000" and cut["source"] == "noise.wav" and cut["partial_depth"] < 0.35
+    (kept,) = out.rglob("note_wav-w00000.npy")
+    assert partial_depth(np.load(kept)) >= 0.35
+    assert not list(out.rglob("noise_wav-w00000.npy"))
+
+    # Off (the default): the noise comes back; on again: its .npy goes and the manifest follows.
+    assert prep.prepare(src, out, progress=False)["clips"] == 2
+    assert len(list(out.rglob("noise_wav-w00000.npy"))) == 1
+    again = prep.prepare(src, out, options=curate, progress=False)
+    assert (again["clips"], again["curated"]) == (1, 1)
+    assert not list(out.rglob("noise_wav-w00000.npy"))
+    assert (out / "curated.jsonl").read_text().count("\n") == 1
+
+
+def test_curation_flag(tmp_path, capsys):
+    src = _tone_and_noise(tmp_path / "audio")
+    script = load_script()
+    script.main(["--input", str(src), "--output", str(tmp_path / "m"), "--workers", "1", "--quiet",
+                 "--min_partial_depth", "0.35"])
+    assert "0 rejected, 1 curated out" in capsys.readouterr().out
+    assert (tmp_path / "m" / "curated.jsonl").read_text().count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--input", str(src), "--output", str(tmp_path / "m2"), "--min_partial_depth", "-1"])
+    assert exc.value.code == 2
+    assert "--min_partial_depth -1.0: must be 0 (off) or a positive depth" in capsys.readouterr().err

@@ -77,6 +77,17 @@ def test_every_reference_exists_and_is_inside(report):
     assert any("grid_0" in r for r in refs) and any("curves_0" in r for r in refs)
 
 
+def test_grid_caption_gives_each_generated_samples_partial_depth(report):
+    from datasets.curation import partial_depth
+
+    out, run = report
+    html = (out / "index.html").read_text()
+    depths = [partial_depth(np.load(p)) for p in sorted((run / "samples").glob("sample_*.npy"))]
+    assert len(depths) == 3 and len({f"{d:.2f}" for d in depths}) > 1  # the numbers differ per sample
+    assert "generated " + ", ".join(f"{d:.2f}" for d in depths) in html
+    assert "Under 0.35 a sound shows no gaps between its partials" in html
+
+
 def test_escaping_and_not_computed(report):
     out, _ = report
     html = (out / "index.html").read_text()
