@@ -9,6 +9,7 @@ mels are written and vocoded here, never inside the training loop.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -25,6 +26,12 @@ from improved_diffusion import fast
 from improved_diffusion import logger as logger_mod
 from improved_diffusion.checkpoint import load_model, read_args
 from improved_diffusion.evaluate import melset_windows
+from improved_diffusion.guidance import (
+    DEFAULT_GUIDANCE_INTERVAL,
+    GuidedModel,
+    guide_mismatch,
+    max_model_timestep,
+)
 from improved_diffusion.image_datasets import load_data, longest_clip
 from improved_diffusion.resample import create_named_schedule_sampler
 from improved_diffusion.samplers import DEFAULT_STEPS, SAMPLERS, X0_MODES
@@ -226,6 +233,9 @@ def _sample_from_checkpoint(
     sampler: str | None = None,
     steps: int | None = None,
     x0_mode: str = "clip",
+    guide_path: str | os.PathLike | None = None,
+    guidance: float = 1.0,
+    guidance_interval: float = DEFAULT_GUIDANCE_INTERVAL,
 ) -> tuple[np.ndarray, list[str]]:
     """mel_sample.py: load (args.json beside the checkpoint), sample, write every output.
 
@@ -234,6 +244,9 @@ def _sample_from_checkpoint(
     result is cut back. `sampler` None keeps the timestep_respacing/use_ddim path; otherwise
     see sample_mels (`steps` None: DEFAULT_STEPS, at most the model's diffusion steps). Returns the normalised samples [N, C, H, W] and notes for the user.
     `trust`: --trust-checkpoint, for the diffusion and the vocoder checkpoint.
+    `guide_path`, `guidance`, `guidance_interval`: autoguidance (improved_diffusion.guidance) by
+    that checkpoint (EMA weights of a run dir's latest, like `model_path`) with that weight, at
+    the timesteps below that fraction of the schedule.
     """
     for name, value in (("--num_samples", num_samples), ("--batch_size", batch_size)):
         if value <= 0:
@@ -251,11 +264,12 @@ def _sample_from_checkpoint(
     if overrides.get("timestep_respacing") is None:
         overrides["timestep_respacing"] = default_respacing(diffusion_steps)
     loaded = load_model(model_path, overrides, use_ema=use_ema, device=dist_util.dev(), trust=trust)
-    multiple = loaded.model.size_multiples[1]
+    model, guide = _guided(loaded, guide_path, guidance, guidance_interval, overrides, trust)
+    multiple = model.size_multiples[1]
     model_width = -(-width // multiple) * multiple
     shape = (loaded.args["in_channels"], loaded.args["num_mels"], model_width)
     samples = sample_mels(
-        loaded.model,
+        model,
         loaded.diffusion,
         num_samples,
         shape,
@@ -276,6 +290,8 @@ def _sample_from_checkpoint(
     how = loaded.args["timestep_respacing"] or "all steps"
     if sampler is not None:
         how = f"{sampler}, {steps} steps, x0 {x0_mode}"
+    if guide is not None:
+        how += f", autoguidance {guidance:g} below {guidance_interval:g} of the schedule by {guide.path} (step {guide.step})"
     write_json(
         out_dir / "sample_info.json",
         {
@@ -288,6 +304,16 @@ def _sample_from_checkpoint(
             "use_ddim": use_ddim,
             "timestep_respacing": loaded.args["timestep_respacing"],
             **({"sampler": sampler, "steps": steps, "x0": x0_mode} if sampler is not None else {}),
+            **(
+                {
+                    "guide": str(guide.path),
+                    "guide_step": guide.step,
+                    "guidance": guidance,
+                    "guidance_interval": guidance_interval,
+                }
+                if guide is not None
+                else {}
+            ),
         },
     )
     notes = [f"{n} samples of {w} frames from {loaded.path} (step {loaded.step}, {how})"]
@@ -302,6 +328,31 @@ def _sample_from_checkpoint(
         trust=trust,
     )
     return samples, notes
+
+
+def _guided(loaded, guide_path, guidance: float, interval: float, overrides: dict, trust: bool):
+    """(the model to sample, the guide's Loaded or None): `loaded.model` alone without a guide,
+    else a GuidedModel; UserErrors for a bad weight or interval, or a guide of another process
+    or mel set."""
+    if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 1.0):
+        raise UserError(f"--guidance {guidance}: must be a number >= 1 (1: no guidance)")
+    if not 0.0 < interval <= 1.0:
+        raise UserError(f"--guidance_interval {interval}: must lie in (0, 1] (1: every step)")
+    if guide_path is None:
+        if guidance != 1.0:
+            raise UserError(f"--guidance {guidance:g} needs --guide_model_path (the worse model to guide by)")
+        return loaded.model, None
+    sampling = {k: overrides.get(k) for k in ("timestep_respacing", "attention_impl")}
+    guide = load_model(guide_path, sampling, device=dist_util.dev(), trust=trust)
+    differ = guide_mismatch(loaded.args, guide.args)
+    if differ:
+        raise UserError(
+            f"--guide_model_path {guide_path}: not the same diffusion as {loaded.path} ("
+            + "; ".join(differ) + ")"
+        )
+    require_match(loaded.mel_config, guide.mel_config, str(loaded.path), f"--guide_model_path {guide.path}")
+    limit = max_model_timestep(loaded.diffusion, interval)
+    return GuidedModel(loaded.model, guide.model, guidance, limit), guide
 
 
 # -- mel_train.py -----------------------------------------------------------------------------------
@@ -369,6 +420,7 @@ def check_train_args(args: dict[str, Any]) -> dict[str, Any]:
             raise UserError(
                 f"--{name}: must be {'positive' if positive else '>= 0'}, got {args[name]}"
             )
+    ckpt.parse_steps(args.get("keep_steps", ""))
     if float(args.get("max_train_seconds", 0)) < 0:
         raise UserError(f"--max_train_seconds: must be >= 0 (0: no time budget), got {args['max_train_seconds']}")
     # "auto" is stored resolved, so args.json says what the run trained in.
@@ -459,6 +511,7 @@ def build_train_loop(
         "grad_clip",
         "seed",
         "keep_checkpoints",
+        "keep_steps",
         "max_bad_steps",
         "val_interval",
         "sample_interval",

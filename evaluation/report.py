@@ -307,8 +307,9 @@ def spectrogram_section(rep: Report, runs: list[Run], real: list[tuple[str, np.n
                    f"them): {escape(listed)}. Under {SHALLOW_DEPTH} a sound shows no gaps between its "
                    f"partials: in the embedded set that is about one note in ten, mostly low notes whose "
                    f"partials are closer than the mel bins, and they look like washes.</p>")
-        parts.append(f"<h3>{escape(r.label)}</h3>" + rep.img(f"assets/{png.name}", f"real vs generated, {r.label}")
-                     + caption)
+        how = sampling_words(r)
+        parts.append(f"<h3>{escape(r.label)}</h3>" + (f"<p>{escape(how)}</p>" if how else "")
+                     + rep.img(f"assets/{png.name}", f"real vs generated, {r.label}") + caption)
     rep.section("Spectrograms: real vs generated", "".join(parts) or NOT_COMPUTED)
 
 
@@ -497,7 +498,21 @@ def design_paragraphs(runs: list[Run], data_dir: Path | None, griffin_lim: bool)
              f"{a.get('batch_size', '?')}, lr {a.get('lr', '?')}, EMA {a.get('ema_rate', '?')}, seed {a.get('seed', '?')}.")
     voc = _default_vocoder_words() if _default_vocoder_ran(cfg or {}, griffin_lim) else "Griffin-Lim"
     vocoder = f"Vocoder: {voc}. Full tables, all flags and every clip's audio: index.html beside this file."
-    return [data, mel, model, vocoder]
+    return [data, mel, model, *filter(None, (sampling_words(r) for r in runs)), vocoder]
+
+
+def sampling_words(run: Run) -> str | None:
+    """How a run's samples were drawn (its samples' sample_info.json), or None when unknown."""
+    folder = samples_dir(run)
+    info = _read_json(folder / "sample_info.json") if folder else None
+    if not isinstance(info, dict) or not info.get("sampler"):
+        return None
+    words = f"Sampling ({run.label}): {info['sampler']}, {info.get('steps', '?')} steps"
+    if info.get("guide"):
+        words += (f", autoguided (Karras et al. 2024) by the step-{info.get('guide_step', '?')} checkpoint "
+                  f"{Path(info['guide']).name} with weight {info.get('guidance', '?')} over the lower "
+                  f"{info.get('guidance_interval', '?')} of the noise schedule")
+    return words + f", seed {info.get('seed', '?')}."
 
 
 def _default_vocoder_ran(mel_config: dict, griffin_lim: bool) -> bool:

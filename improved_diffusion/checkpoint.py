@@ -102,8 +102,25 @@ def train_seconds_at(run_dir: str | os.PathLike, step: int) -> float | None:
     return float(value) if value is not None else None
 
 
-def prune(run_dir: str | os.PathLike, keep: int, rates: list[float]) -> list[str]:
-    """Delete checkpoint files older than the last `keep` complete steps; returns names removed."""
+def parse_steps(value: Any) -> frozenset[int]:
+    """--keep_steps: "400,800" / "" / [400] -> the set of positive steps (UserError otherwise)."""
+    from melcore.errors import UserError
+
+    parts = value.split(",") if isinstance(value, str) else list(value or [])
+    try:
+        steps = frozenset(int(p) for p in parts if str(p).strip())
+    except ValueError:
+        raise UserError(f"--keep_steps {value!r}: must be comma-separated step numbers, e.g. 400") from None
+    if any(s <= 0 for s in steps):
+        raise UserError(f"--keep_steps {value!r}: steps must be positive")
+    return steps
+
+
+def prune(
+    run_dir: str | os.PathLike, keep: int, rates: list[float], protect: frozenset[int] = frozenset()
+) -> list[str]:
+    """Delete checkpoint files older than the last `keep` complete steps, except those of the
+    steps in `protect` (--keep_steps); returns names removed."""
     if keep <= 0:
         return []
     run_dir = Path(run_dir)
@@ -113,7 +130,7 @@ def prune(run_dir: str | os.PathLike, keep: int, rates: list[float]) -> list[str
     removed = []
     for p in run_dir.glob("*.pt"):
         s = parse_step(p)
-        if _STEP_RE.match(p.name) and s < kept[0]:
+        if _STEP_RE.match(p.name) and s < kept[0] and s not in protect:
             p.unlink(missing_ok=True)
             removed.append(p.name)
     return sorted(removed)

@@ -94,6 +94,7 @@ def training_defaults() -> dict[str, Any]:
         sample_wav=True,
         seed=0,
         keep_checkpoints=0,
+        keep_steps="",  # checkpoints saved and never pruned at these steps ("400": the demo's guide)
         num_workers=2,
         max_bad_steps=10,
         lr_warmup_steps=0,

@@ -66,6 +66,7 @@ class TrainLoop:
         seed: int = 0,
         log_dir: str | None = None,
         keep_checkpoints: int = 0,
+        keep_steps: Any = "",
         max_bad_steps: int = 10,
         val_data: torch.Tensor | None = None,
         val_interval: int = 0,
@@ -115,6 +116,8 @@ class TrainLoop:
         self.log = logger or logger_mod.get_current()
         self.log_dir = Path(log_dir or self.log.dir or ".")
         self.keep_checkpoints = keep_checkpoints
+        # Steps saved whatever save_interval says and never pruned (an early EMA to guide by).
+        self.keep_steps = ckpt.parse_steps(keep_steps)
         self.max_bad_steps = max_bad_steps
         self.val_data = val_data
         self.val_interval = val_interval
@@ -260,7 +263,7 @@ class TrainLoop:
                     self.validate()
                 if self.sample_interval and self.step % self.sample_interval == 0:
                     self.write_samples()
-                if self.step % self.save_interval == 0:
+                if self.step % self.save_interval == 0 or self.step in self.keep_steps:
                     self.save()
                 stop = self.stop_agreed if self.world_size > 1 else self.stop_signal is not None
                 if stop:
@@ -439,7 +442,7 @@ class TrainLoop:
                 {r: self.params_to_state_dict(e) for r, e in zip(self.ema_rate, self.ema_params)},
                 opt_state,
             )
-            removed = ckpt.prune(self.log_dir, self.keep_checkpoints, self.ema_rate)
+            removed = ckpt.prune(self.log_dir, self.keep_checkpoints, self.ema_rate, self.keep_steps)
             self.log.log(f"saved {path.name}" + (f", removed {len(removed)} old files" if removed else ""))
         self.saved_step = self.step
         dist_util.barrier()

@@ -8,7 +8,9 @@
 # in 15 minutes; 3,200 steps take ~400 s on an idle AMD Zen 4 box, a 2-core Xeon with AMX reached
 # about 1,400 and a slow box about 700 in that time; held partials keep improving to 3,600:
 # docs/RECIPE.md),
-# DEMO_SAMPLES (generated notes, 64), DEMO_SHIPPED (the shipped diffusion model sampled beside the
+# DEMO_SAMPLES (generated notes, 64), DEMO_GUIDE_STEP (the training step whose EMA is kept to
+# autoguide the demo model's samples, 400; empty: unguided samples; docs/RECIPE.md, "Autoguidance"),
+# DEMO_SHIPPED (the shipped diffusion model sampled beside the
 # demo's own, notes-unet-v2; empty skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,9 @@ STEPS=${DEMO_STEPS:-3200}
 TRAIN_SECONDS=${DEMO_TRAIN_SECONDS:-420}
 SAMPLES=${DEMO_SAMPLES:-64}
 CLF_STEPS=${DEMO_CLF_STEPS:-300}
+GUIDE_STEP=${DEMO_GUIDE_STEP-400}
+KEEP_GUIDE=()
+if [ -n "$GUIDE_STEP" ]; then KEEP_GUIDE=(--keep_steps "$GUIDE_STEP"); fi
 RUN="$OUT/run"
 SHIPPED=${DEMO_SHIPPED-notes-unet-v2}
 SHIPPED_DIR="improved_diffusion/weights/$SHIPPED"
@@ -81,11 +86,25 @@ stage train "4/11 train the notes recipe for $STEPS steps (at most $TRAIN_SECOND
   --patch_size 2,4 --crop_width 352 --batch_size 8 --lr 2e-3 --lr_warmup_steps 100 \
   --noise_schedule cosine --predict_v True --snr_gamma 5 --ema_rate 0.995 --ema_warmup True \
   --save_interval 400 --keep_checkpoints 2 --val_interval 400 --val_samples 16 \
-  --sample_interval 0 --log_interval 100 --num_workers 1 --seed 0
+  --sample_interval 0 --log_interval 100 --num_workers 1 --seed 0 "${KEEP_GUIDE[@]}"
 
-stage sample "5/11 sample $SAMPLES whole notes (DPM-Solver++(2M) SDE, 20 steps) and vocode them with the shipped note vocoder" \
+# Autoguidance (Karras et al. 2024): the model steered away from its own early EMA (step
+# $GUIDE_STEP, kept by --keep_steps) over the lower 0.7 of the schedule, with weight 2: sharper
+# partials and less haze between them (docs/RECIPE.md). A run that stopped before that step
+# samples unguided.
+GUIDE=()
+GUIDE_WORDS="unguided"
+if [ -n "$GUIDE_STEP" ]; then
+  GUIDE_FILE="$RUN/ema_0.995_$(printf '%06d' "$GUIDE_STEP").pt"
+  if [ -f "$GUIDE_FILE" ]; then
+    GUIDE=(--guide_model_path "$GUIDE_FILE" --guidance 2 --guidance_interval 0.7)
+    GUIDE_WORDS="autoguided by its step-$GUIDE_STEP EMA"
+  fi
+fi
+
+stage sample "5/11 sample $SAMPLES whole notes (DPM-Solver++(2M) SDE, 20 steps, $GUIDE_WORDS) and vocode them with the shipped note vocoder" \
   $PY scripts/mel_sample.py --model_path "$RUN" --out_dir "$RUN/samples" --num_samples "$SAMPLES" \
-  --batch_size 16 --sampler dpmpp2m_sde --steps 20 --seed 0
+  --batch_size 16 --sampler dpmpp2m_sde --steps 20 --seed 0 "${GUIDE[@]}"
 
 stage losses "6/11 losses and bits/dim per split (EMA weights)" \
   $PY scripts/eval_losses.py --model_path "$RUN" --data_dir "$OUT/mels" --weights ema --limit 16 --bpd_limit 1

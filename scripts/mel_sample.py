@@ -17,6 +17,7 @@ configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only th
 
 from evaluation.pipeline import sample_from_checkpoint  # noqa: E402
 from improved_diffusion.cli import ArgumentParser  # noqa: E402
+from improved_diffusion.guidance import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL  # noqa: E402
 from improved_diffusion.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, X0_MODES  # noqa: E402
 from improved_diffusion.script_util import model_and_diffusion_defaults, str2bool  # noqa: E402
 from melcore.errors import UserError, cli_main  # noqa: E402
@@ -40,6 +41,16 @@ def create_argparser() -> ArgumentParser:
     p.add_argument("--x0", choices=X0_MODES, default=None,
                    help="with --sampler: x0 predictions are clipped to [-1, 1] (clip, default), dynamically "
                    "thresholded (dynamic: Saharia et al. 2022, per-sample 99.5th percentile of |x0|) or kept (none)")
+    p.add_argument("--guide_model_path", default=None,
+                   help="autoguidance (Karras et al. 2024): a worse checkpoint of the same diffusion (an earlier "
+                   "EMA of the same run, a run dir = its latest, or a shipped name) to steer away from")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="autoguidance weight w: D_bad + w (D - D_bad); 1 is the model alone (default 2 with "
+                   "--guide_model_path; measured in docs/RECIPE.md)")
+    p.add_argument("--guidance_interval", type=float, default=DEFAULT_GUIDANCE_INTERVAL,
+                   help="guide only the lower part of the noise schedule, timesteps below this fraction of it "
+                   f"(Kynkäänniemi et al. 2024; default {DEFAULT_GUIDANCE_INTERVAL}: guiding the noisiest steps "
+                   "too shifted the level and narrowed the pitches; 1 guides every step)")
     p.add_argument("--use_ema", type=str2bool, default=None, help="default: EMA, or the file given")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wav", type=str2bool, default=True, help="write WAVs with a vocoder")
@@ -51,6 +62,12 @@ def create_argparser() -> ArgumentParser:
     for k, v in model_and_diffusion_defaults().items():
         p.add_argument(f"--{k}", type=str2bool if isinstance(v, bool) else type(v), default=None)
     return p
+
+
+def _guidance(args: dict) -> float:
+    if args["guidance"] is not None:
+        return args["guidance"]
+    return DEFAULT_GUIDANCE if args["guide_model_path"] else 1.0
 
 
 @cli_main
@@ -67,6 +84,8 @@ def main() -> None:
         wav=args["wav"], griffin_lim=args["griffin_lim"], vocoder_checkpoint=args["vocoder"],
         trust=args["trust_checkpoint"],
         sampler=sampler, steps=args["steps"], x0_mode=args["x0"] or "clip",
+        guide_path=args["guide_model_path"], guidance=_guidance(args),
+        guidance_interval=args["guidance_interval"],
     )
     for note in notes:
         print(note)

@@ -46,6 +46,9 @@ def report(tmp_path_factory):
     samples = make_sample_dir(run / "samples", [toy_mel(50, 0, rng, 16, num_mels=16) for _ in range(3)], SMALL)
     for i in range(3):
         write_wav(samples / f"sample_{i:05d}.wav", np.zeros(1600, np.float32), 16000)
+    write_json(samples / "sample_info.json", {"sampler": "dpmpp2m_sde", "steps": 20, "seed": 0,
+                                              "guide": str(run / "ema_0.995_000400.pt"), "guide_step": 400,
+                                              "guidance": 2.0, "guidance_interval": 0.7})
     (run / "interp").mkdir()
     shutil.copyfile(run / "curves.png" if (run / "curves.png").exists() else _png(root), run / "interp" / "grid.png")
     write_wav(run / "interp" / "interp_00.wav", np.zeros(800, np.float32), 16000)
@@ -86,6 +89,17 @@ def test_grid_caption_gives_each_generated_samples_partial_depth(report):
     assert len(depths) == 3 and len({f"{d:.2f}" for d in depths}) > 1  # the numbers differ per sample
     assert "generated " + ", ".join(f"{d:.2f}" for d in depths) in html
     assert "Under 0.35 a sound shows no gaps between its partials" in html
+
+
+def test_the_spectrograms_say_how_the_samples_were_drawn(report):
+    from evaluation.report import Run, sampling_words
+
+    out, run = report
+    html = (out / "index.html").read_text()
+    assert ("dpmpp2m_sde, 20 steps, autoguided (Karras et al. 2024) by the step-400 checkpoint "
+            "ema_0.995_000400.pt with weight 2.0 over the lower 0.7 of the noise schedule, seed 0.") in html
+    bare = Run(run.parent / "bare", {}, {}, "bare", None, None, None)
+    assert sampling_words(bare) is None  # no samples, no sentence
 
 
 def test_escaping_and_not_computed(report):
