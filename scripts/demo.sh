@@ -6,8 +6,8 @@
 # Knobs: DEMO_OUT (runs/demo), DEMO_SIZE (small | tiny), DEMO_STEPS (training steps, 3200),
 # DEMO_TRAIN_SECONDS (training stops there if DEMO_STEPS is not reached yet, 420: the demo must fit
 # in 15 minutes; 3,200 steps take ~400 s on an idle AMD Zen 4 box, a 2-core Xeon with AMX reached
-# about 1,400 and a slow box about 700 in that time; held partials keep improving to 3,600:
-# docs/RECIPE.md),
+# 2,660-2,890 and an old AMD box in fp32 about 700 in that time; held partials keep improving to
+# 3,600: docs/RECIPE.md),
 # DEMO_SAMPLES (generated notes, 64), DEMO_GUIDE_STEP (the training step whose EMA is kept to
 # autoguide the demo model's samples, 400; empty: unguided samples; docs/RECIPE.md, "Autoguidance"),
 # DEMO_SHIPPED (the shipped diffusion model sampled beside the
