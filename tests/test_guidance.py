@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_mels import make_melset, run_cli, tiny_train_args
+from tiny_mels import make_melset, run_cli, tiny_train_args, train_tiny_run
 
 from evaluation.pipeline import sample_from_checkpoint, train_from_args
 from improved_diffusion.guidance import GuidedModel, guide_mismatch
@@ -86,13 +86,8 @@ def test_mismatch_lines_name_each_differing_flag():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("guide")
-    mels = make_melset(root / "mels")
-    torch.set_num_threads(1)
-    train_from_args(tiny_train_args(mels, root / "run", max_steps=4, save_interval=2, ema_rate="0.5"), progress=False)
-    train_from_args(
-        tiny_train_args(mels, root / "v", max_steps=2, save_interval=2, ema_rate="0.5", predict_v=True),
-        progress=False,
-    )
+    train_tiny_run(root, "run", max_steps=4, save_interval=2, ema_rate="0.5")
+    train_tiny_run(root, "v", max_steps=2, save_interval=2, ema_rate="0.5", predict_v=True)
     return root
 
 

@@ -5,10 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from tiny_mels import make_melset, run_cli, tiny_config, tiny_train_args
+from tiny_mels import run_cli, tiny_config, train_tiny_run
 
-from evaluation.pipeline import sample_from_checkpoint, train_from_args
+from evaluation.pipeline import sample_from_checkpoint
 from improved_diffusion.sampling import sample_mels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -18,11 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    mels = make_melset(root / "mels")
-    torch.set_num_threads(1)
-    train_from_args(tiny_train_args(mels, root / "run", max_steps=4, save_interval=4, ema_rate="0.5"), progress=False)
-    return root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("sample"), max_steps=4, save_interval=4, ema_rate="0.5")
 
 
 def test_cli_outputs(run_dir, tmp_path, monkeypatch, capsys):

@@ -92,3 +92,17 @@ def run_cli(name, argv, monkeypatch, capsys):
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def train_tiny_run(root: Path, name: str = "run", **overrides) -> Path:
+    """A tiny run trained on one thread on root/mels (made when missing); returns its folder."""
+    import torch
+
+    from evaluation.pipeline import train_from_args
+
+    mels = root / "mels"
+    if not (mels / "manifest.jsonl").is_file():
+        make_melset(mels)
+    torch.set_num_threads(1)
+    train_from_args(tiny_train_args(mels, root / name, **overrides), progress=False)
+    return root / name
