@@ -104,8 +104,6 @@ def train_seconds_at(run_dir: str | os.PathLike, step: int) -> float | None:
 
 def parse_steps(value: Any) -> frozenset[int]:
     """--keep_steps: "400,800" / "" / [400] -> the set of positive steps (UserError otherwise)."""
-    from melcore.errors import UserError
-
     parts = value.split(",") if isinstance(value, str) else list(value or [])
     try:
         steps = frozenset(int(p) for p in parts if str(p).strip())

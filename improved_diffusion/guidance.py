@@ -83,6 +83,11 @@ class GuidedModel(nn.Module):
         self.num_classes = getattr(model, "num_classes", None)
 
     @property
+    def attention_impl(self) -> str | None:
+        """The guided model's attention kernel (a flag of its checkpoint, kept for sampling)."""
+        return getattr(self.model, "attention_impl", None)
+
+    @property
     def size_multiples(self) -> tuple[int, ...]:
         """Sizes both models accept: the least common multiple of each one's multiples."""
         return tuple(

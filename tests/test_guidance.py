@@ -172,3 +172,11 @@ def test_keep_steps_saves_and_keeps_an_early_checkpoint(tmp_path):
     for bad in ("x", "0", "-4"):
         with pytest.raises(UserError, match="--keep_steps"):
             parse_steps(bad)
+
+
+def test_sampling_mode_keeps_the_checkpoints_attention_kernel():
+    from improved_diffusion import fast
+
+    good, bad = Affine(1, 0), Affine(1, 0)
+    good.attention_impl = "einsum"
+    assert fast.prepare_for_sampling(GuidedModel(good, bad, 2.0), "cpu").attention_impl == "einsum"
