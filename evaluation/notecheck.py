@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from datasets.curation import ACTIVE_MARGIN, RIPPLE_BINS, held_fine_structure
+from datasets.curation import ACTIVE_MARGIN, RIPPLE_BINS, held_fine_structure, sounding_frames
 from melcore.mel_config import LOG_FLOOR
 
 # HiFi-GAN's log floor, log(clamp(x, 1e-5)).
@@ -110,7 +110,7 @@ def check_note(log_mel: np.ndarray, config: NoteCheckConfig | None = None) -> No
         raise ValueError(f"log-mel must be [num_mels, frames], got shape {x.shape}")
     frames = x.shape[1]
     energy = x.mean(axis=0)
-    active = energy > config.floor + config.active_margin
+    active = sounding_frames(x, config.floor, config.active_margin)
     result = NoteCheck(False, frames=frames, active_share=float(active.mean()))
     result.level_range = float(np.percentile(energy, 95) - np.percentile(energy, 5))
     if result.active_share < config.min_active_share or active.sum() < 2:

@@ -27,6 +27,7 @@ from improved_diffusion import logger as logger_mod
 from improved_diffusion.checkpoint import load_model, read_args
 from improved_diffusion.evaluate import melset_windows
 from improved_diffusion.guidance import (
+    DEFAULT_GUIDANCE,
     DEFAULT_GUIDANCE_INTERVAL,
     GuidedModel,
     guide_mismatch,
@@ -234,7 +235,7 @@ def _sample_from_checkpoint(
     steps: int | None = None,
     x0_mode: str = "clip",
     guide_path: str | os.PathLike | None = None,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     guidance_interval: float = DEFAULT_GUIDANCE_INTERVAL,
 ) -> tuple[np.ndarray, list[str]]:
     """mel_sample.py: load (args.json beside the checkpoint), sample, write every output.
@@ -245,8 +246,9 @@ def _sample_from_checkpoint(
     see sample_mels (`steps` None: DEFAULT_STEPS, at most the model's diffusion steps). Returns the normalised samples [N, C, H, W] and notes for the user.
     `trust`: --trust-checkpoint, for the diffusion and the vocoder checkpoint.
     `guide_path`, `guidance`, `guidance_interval`: autoguidance (improved_diffusion.guidance) by
-    that checkpoint (EMA weights of a run dir's latest, like `model_path`) with that weight, at
-    the timesteps below that fraction of the schedule.
+    that checkpoint (EMA weights of a run dir's latest, like `model_path`) with that weight
+    (None: DEFAULT_GUIDANCE with a guide, 1 without), at the timesteps below that fraction of
+    the schedule.
     """
     for name, value in (("--num_samples", num_samples), ("--batch_size", batch_size)):
         if value <= 0:
@@ -264,6 +266,8 @@ def _sample_from_checkpoint(
     if overrides.get("timestep_respacing") is None:
         overrides["timestep_respacing"] = default_respacing(diffusion_steps)
     loaded = load_model(model_path, overrides, use_ema=use_ema, device=dist_util.dev(), trust=trust)
+    if guidance is None:
+        guidance = DEFAULT_GUIDANCE if guide_path is not None else 1.0
     model, guide = _guided(loaded, guide_path, guidance, guidance_interval, overrides, trust)
     multiple = model.size_multiples[1]
     model_width = -(-width // multiple) * multiple

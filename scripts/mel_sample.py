@@ -45,8 +45,8 @@ def create_argparser() -> ArgumentParser:
                    help="autoguidance (Karras et al. 2024): a worse checkpoint of the same diffusion (an earlier "
                    "EMA of the same run, a run dir = its latest, or a shipped name) to steer away from")
     p.add_argument("--guidance", type=float, default=None,
-                   help="autoguidance weight w: D_bad + w (D - D_bad); 1 is the model alone (default 2 with "
-                   "--guide_model_path; measured in docs/RECIPE.md)")
+                   help="autoguidance weight w: D_bad + w (D - D_bad); 1 is the model alone (default "
+                   f"{DEFAULT_GUIDANCE:g} with --guide_model_path; measured in docs/RECIPE.md)")
     p.add_argument("--guidance_interval", type=float, default=DEFAULT_GUIDANCE_INTERVAL,
                    help="guide only the lower part of the noise schedule, timesteps below this fraction of it "
                    f"(Kynkäänniemi et al. 2024; default {DEFAULT_GUIDANCE_INTERVAL}: guiding the noisiest steps "
@@ -64,12 +64,6 @@ def create_argparser() -> ArgumentParser:
     return p
 
 
-def _guidance(args: dict) -> float:
-    if args["guidance"] is not None:
-        return args["guidance"]
-    return DEFAULT_GUIDANCE if args["guide_model_path"] else 1.0
-
-
 @cli_main
 def main() -> None:
     args = vars(create_argparser().parse_args())
@@ -84,7 +78,7 @@ def main() -> None:
         wav=args["wav"], griffin_lim=args["griffin_lim"], vocoder_checkpoint=args["vocoder"],
         trust=args["trust_checkpoint"],
         sampler=sampler, steps=args["steps"], x0_mode=args["x0"] or "clip",
-        guide_path=args["guide_model_path"], guidance=_guidance(args),
+        guide_path=args["guide_model_path"], guidance=args["guidance"],
         guidance_interval=args["guidance_interval"],
     )
     for note in notes:

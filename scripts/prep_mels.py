@@ -1,7 +1,7 @@
 """Clips -> a prepared mel set: {train,valid,test}/<id>.npy + manifest.jsonl + mel_config.json
 + stats.json + rejected.jsonl + curated.jsonl (docs/DESIGN.md).
 
-    python scripts/prep_mels.py --input data/nsynth-gm --output data/mels --workers 2 --min_partial_depth 0.35
+    python scripts/prep_mels.py --input data/nsynth-gm --output data/mels --workers 2
     python scripts/prep_mels.py --input ~/maestro --output data/maestro-mels --window_s 4 --pack
 
 --input is an NSynth-layout root (nsynth*-{train,valid,test} folders, or one of them) or any
@@ -43,8 +43,9 @@ def main(argv=None) -> None:
                     help="audio folders: drop windows quieter than this (dBFS RMS)")
     ap.add_argument("--min_partial_depth", type=float, default=0.0,
                     help="curate: leave out clips whose held partials are shallower than this, in nats "
-                         "(datasets.curation; 0, the default, keeps every clip; the demo uses 0.35 on "
-                         "NSynth-GM, which drops its broadband washes, about 8%% of the set)")
+                         "(datasets.curation; 0, the default, keeps every clip; 0.35 on NSynth-GM drops its "
+                         "broadband washes, about 10%% of the training notes, but mostly low notes, so the "
+                         "demo does not curate: docs/RECIPE.md)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
 
