@@ -7,7 +7,8 @@ tinysoundfont: one note per file, 3 s held + 1 s release = 4 s at 16 kHz mono, 1
     OUT/nsynth-gm-{train,valid,test}/examples.json
     OUT/nsynth-gm-{train,valid,test}/audio/<note_str>.wav
 
-Splits are by instrument (as NSynth does). Renders that are silent or clipped are dropped and
+Each instrument plays its NSynth family's pitch range from MIDI 44 up (`--min_pitch`; lower notes'
+partials are closer than the default mel preset's bins). Splits are by instrument (as NSynth does). Renders that are silent or clipped are dropped and
 counted. A rerun skips WAVs that are already complete; examples.json is written last.
 
 `--soundfont PATH` renders the same note plan from any other General MIDI SoundFont (for
@@ -62,6 +63,13 @@ CLIP_PEAK = 0.999
 # NSynth's levels while about 1% of notes (the loudest presets at velocity 100+) clip and are
 # dropped (+6 dB would drop 3%).
 DEFAULT_GAIN_DB = 3.0
+# The lowest pitch rendered by default: MIDI 44 (G#2, 104 Hz). Below 1 kHz the universal mel
+# preset's 80 bins are 37 Hz apart, so a lower note's partials lie under three bins apart and its
+# mel is a wash with no gap between them, which no model of this representation can draw as a
+# note with partials. On the full-range `small` set, 62% of the notes at pitch 40 have partial
+# depth under 0.35 nats, 5% at 44, 1-2% from 48 up (docs/RECIPE.md, "The pitch floor").
+# `--min_pitch 0` renders each instrument's whole NSynth range.
+LOWEST_PITCH = 44
 
 # General MIDI program -> (family, source), None for programs with no NSynth family (unpitched
 # percussion and sound effects). Written per GM block of eight.
@@ -241,24 +249,27 @@ def pitch_range(program: int) -> tuple[int, int]:
     return PROGRAM_RANGE.get(program, FAMILY_RANGE[GM_MAP[program][0]])
 
 
-def plan_notes(size: str) -> list[Note]:
-    """Every note a size renders, in a fixed order."""
+def plan_notes(size: str, min_pitch: int = LOWEST_PITCH) -> list[Note]:
+    """Every note a size renders, in a fixed order: each instrument's NSynth pitch range, from
+    `min_pitch` up (0: the whole range)."""
     if size not in SIZES:
         raise UserError(f"--size {size!r}: unknown; choose one of {SIZES}")
+    if not 0 <= min_pitch <= 127:
+        raise UserError(f"--min_pitch {min_pitch}: must be a MIDI pitch, 0-127")
+
+    def playable(p: int) -> range:
+        lo, hi = pitch_range(p)
+        return range(max(lo, min_pitch), hi + 1)
+
     if size == "tiny":
         # One instrument per family for a quick but label-complete set.
         chosen = [0, 11, 19, 24, 33, 40, 52, 56, 65, 73, 81]
         return [Note(p, pitch, v) for p in chosen for pitch in (48, 60, 72) for v in (50, 127)
-                if pitch_range(p)[0] <= pitch <= pitch_range(p)[1]]
+                if pitch in playable(p)]
     if size == "small":
-        notes = []
-        for p in programs():
-            lo, hi = pitch_range(p)
-            # Every fourth semitone from the low end, two loudnesses: about 2,500 notes.
-            notes += [Note(p, pitch, v) for pitch in range(lo, hi + 1, 4) for v in (50, 100)]
-        return notes
-    return [Note(p, pitch, v) for p in programs()
-            for pitch in range(pitch_range(p)[0], pitch_range(p)[1] + 1) for v in VELOCITIES]
+        # Every fourth semitone from the low end, two loudnesses: about 2,500 notes.
+        return [Note(p, pitch, v) for p in programs() for pitch in playable(p)[::4] for v in (50, 100)]
+    return [Note(p, pitch, v) for p in programs() for pitch in playable(p) for v in VELOCITIES]
 
 
 def split_instruments(program_ids: list[int], seed: int) -> dict[int, str]:
@@ -413,13 +424,14 @@ def build(
     gain_db: float = DEFAULT_GAIN_DB,
     progress: bool = True,
     soundfont: str | os.PathLike | None = None,
+    min_pitch: int = LOWEST_PITCH,
 ) -> dict:
-    """Render the set under `out` from `soundfont` (None: the bundled TimGM6mb.sf2); returns
-    counts, the rejects by reason, the speed and the SoundFont's identity."""
+    """Render the set under `out` from `soundfont` (None: the bundled TimGM6mb.sf2), pitches from
+    `min_pitch` up; returns counts, the rejects by reason, the speed and the SoundFont's identity."""
     from tqdm import tqdm
 
     out = Path(out)
-    notes = plan_notes(size)
+    notes = plan_notes(size, min_pitch)
     sf_path = resolve_soundfont(soundfont)
     sf_info = soundfont_info(sf_path)
     _check_reuse(out, sf_info)
@@ -429,7 +441,8 @@ def build(
     for split in SPLITS:
         (out / f"nsynth-gm-{split}" / "audio").mkdir(parents=True, exist_ok=True)
     # Before any WAV: an interrupted render still says which SoundFont its WAVs came from.
-    write_json(out / SIDECAR, {"soundfont": sf_info, "size": size, "seed": seed, "gain_db": gain_db})
+    write_json(out / SIDECAR, {"soundfont": sf_info, "size": size, "seed": seed, "gain_db": gain_db,
+                                  "min_pitch": min_pitch})
 
     examples: dict[str, dict] = {s: {} for s in SPLITS}
     rejected: dict[str, int] = {}
@@ -490,15 +503,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the instrument split")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--gain_db", type=float, default=DEFAULT_GAIN_DB)
+    ap.add_argument("--min_pitch", type=int, default=LOWEST_PITCH, metavar="MIDI",
+                    help=f"lowest MIDI pitch rendered (default {LOWEST_PITCH}: lower notes' partials are "
+                         "closer than the universal mel preset's bins and their mels are washes; 0 "
+                         "renders each instrument's whole NSynth range)")
     ap.add_argument("--soundfont", default=None, metavar="PATH",
                     help="General MIDI SoundFont (.sf2) to render from (default: pretty_midi's "
                          "bundled TimGM6mb.sf2)")
     args = ap.parse_args(argv)
     r = build(args.out, args.size, args.seed, args.workers, args.gain_db,
-              soundfont=args.soundfont)
+              soundfont=args.soundfont, min_pitch=args.min_pitch)
     sf = r["soundfont"]
     rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "none"
-    print(f"nsynth-gm {args.size}: {r['kept']} notes kept of {r['planned']} "
+    print(f"nsynth-gm {args.size} (pitch {args.min_pitch} up): {r['kept']} notes kept of {r['planned']} "
           f"(train {r['splits']['train']}, valid {r['splits']['valid']}, test {r['splits']['test']}; "
           f"{r['reused']} reused), dropped: {rej}; {r['notes_per_s']:.0f} notes/s "
           f"({r['notes_per_cpu_s']:.0f} per CPU-second) in {r['seconds']:.1f} s from the SoundFont "

@@ -20,6 +20,7 @@ from improved_diffusion.checkpoint import (
     read_args,
     train_seconds_at,
 )
+from improved_diffusion.samplers import DEFAULT_SAMPLER
 from melcore.atomic import save_figure, write_json
 from melcore.errors import UserError
 
@@ -60,7 +61,7 @@ def quality_curve(
     classifier_dir: str,
     out_dir: str | os.PathLike,
     num_samples: int = 64,
-    sampler: str = "dpmpp2m",
+    sampler: str = DEFAULT_SAMPLER,
     sampler_steps: int = 20,
     seed: int = 0,
     threads: int = 1,

@@ -276,8 +276,8 @@ def samples_dir(run: Run) -> Path | None:
     return subs[-1] if subs else None
 
 
-# Under this partial depth (nats) a held sound shows no gaps between its partials: the embedded
-# set's 10th percentile, mostly low notes (docs/RECIPE.md, "What the washes are").
+# Under this partial depth (nats) a held sound shows no gaps between its partials: the full-range
+# embedded set's 10th percentile, mostly notes below MIDI 44 (docs/RECIPE.md, "The pitch floor").
 SHALLOW_DEPTH = 0.35
 
 
@@ -305,8 +305,9 @@ def spectrogram_section(rep: Report, runs: list[Run], real: list[tuple[str, np.n
         listed = "; ".join(f"{lab} " + ", ".join(f"{d:.2f}" for d in row) for lab, row in zip(labels, depths))
         caption = (f"<p>Partial depth of each (nats, how far the held partials stand above the gaps between "
                    f"them): {escape(listed)}. Under {SHALLOW_DEPTH} a sound shows no gaps between its "
-                   f"partials: in the embedded set that is about one note in ten, mostly low notes whose "
-                   f"partials are closer than the mel bins, and they look like washes.</p>")
+                   f"partials and looks like a wash: mostly notes below MIDI 44, whose partials are closer "
+                   f"than the mel bins (the embedded set renders from 44 up, so 2% of its training "
+                   f"notes are that shallow; 10% with the whole range).</p>")
         how = sampling_words(r)
         parts.append(f"<h3>{escape(r.label)}</h3>" + (f"<p>{escape(how)}</p>" if how else "")
                      + rep.img(f"assets/{png.name}", f"real vs generated, {r.label}") + caption)

@@ -11,7 +11,7 @@
 # DEMO_SAMPLES (generated notes, 64), DEMO_GUIDE_STEP (the training step whose EMA is kept to
 # autoguide the demo model's samples, 400; empty: unguided samples; docs/RECIPE.md, "Autoguidance"),
 # DEMO_SHIPPED (the shipped diffusion model sampled beside the
-# demo's own, notes-unet-v2; empty skips it).
+# demo's own, notes-unet-v3; empty skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -25,7 +25,7 @@ GUIDE_STEP=${DEMO_GUIDE_STEP-400}
 KEEP_GUIDE=()
 if [ -n "$GUIDE_STEP" ]; then KEEP_GUIDE=(--keep_steps "$GUIDE_STEP"); fi
 RUN="$OUT/run"
-SHIPPED=${DEMO_SHIPPED-notes-unet-v2}
+SHIPPED=${DEMO_SHIPPED-notes-unet-v3}
 SHIPPED_DIR="improved_diffusion/weights/$SHIPPED"
 if [ -z "$SHIPPED" ] || [ ! -f "$SHIPPED_DIR/args.json" ]; then SHIPPED=""; fi
 SHIPPED_RUN="$OUT/$SHIPPED"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Quality against CPU minutes of training: sample every saved EMA checkpoint of a run the same
-way (whole notes, DPM-Solver++(2M)-20 by default) and measure each against the real-vs-real floor.
+way (whole notes, mel_sample.py's default sampler: DPM-Solver++(2M) SDE, 20 steps) and measure
+each against the real-vs-real floor.
 
   python scripts/quality_curve.py --run runs/notes-long --real data/mels --classifier runs/demo/classifier \\
       --out runs/notes-long/curve [--num_samples 64] [--threads 1] [--every 2]
@@ -23,7 +24,7 @@ from melcore.process import configure_process  # noqa: E402
 configure_process()  # before torch loads: libgomp reads OMP_WAIT_POLICY only then
 
 from evaluation.curve import quality_curve  # noqa: E402
-from improved_diffusion.samplers import SAMPLERS  # noqa: E402
+from improved_diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS  # noqa: E402
 from melcore.errors import cli_main  # noqa: E402
 
 
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classifier", required=True, help="folder written by train_classifier.py")
     p.add_argument("--out", required=True, help="folder for curve.json, curve.png and each checkpoint's samples")
     p.add_argument("--num_samples", type=int, default=64, help="whole notes per checkpoint")
-    p.add_argument("--sampler", choices=SAMPLERS, default="dpmpp2m")
+    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                   help=f"sampler for every checkpoint (default {DEFAULT_SAMPLER}, mel_sample.py's)")
     p.add_argument("--steps", type=int, default=20, help="sampler model calls")
     p.add_argument("--threads", type=int, default=1, help="threads the training ran with (CPU minutes = wall x this)")
     p.add_argument("--every", type=int, default=1, help="measure every Nth checkpoint (the last always)")

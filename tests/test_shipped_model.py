@@ -82,6 +82,7 @@ def test_quality_curve_measures_each_checkpoint_and_resumes(trained, tmp_path):
                           sampler_steps=2, threads=2, progress=False)
     points = curve["points"]
     assert [p["step"] for p in points] == [2, 4]
+    assert curve["sampler"] == "dpmpp2m_sde-2"  # mel_sample.py's default sampler, so the curve is what users get
     for p in points:
         assert p["cpu_minutes"] == pytest.approx(2 * p["train_minutes"], abs=0.02)
         assert p["n"] == 4 and 0 <= p["notes"] <= 4 and np.isfinite(p["fd"]) and p["fd"] > 0
