@@ -264,12 +264,16 @@ def plan_notes(size: str, min_pitch: int = LOWEST_PITCH) -> list[Note]:
     if size == "tiny":
         # One instrument per family for a quick but label-complete set.
         chosen = [0, 11, 19, 24, 33, 40, 52, 56, 65, 73, 81]
-        return [Note(p, pitch, v) for p in chosen for pitch in (48, 60, 72) for v in (50, 127)
-                if pitch in playable(p)]
-    if size == "small":
-        # Every fourth semitone from the low end, two loudnesses: about 2,500 notes.
-        return [Note(p, pitch, v) for p in programs() for pitch in playable(p)[::4] for v in (50, 100)]
-    return [Note(p, pitch, v) for p in programs() for pitch in playable(p) for v in VELOCITIES]
+        notes = [Note(p, pitch, v) for p in chosen for pitch in (48, 60, 72) for v in (50, 127)
+                 if pitch in playable(p)]
+    elif size == "small":
+        # Every fourth semitone from the low end, two loudnesses: about 2,700 notes.
+        notes = [Note(p, pitch, v) for p in programs() for pitch in playable(p)[::4] for v in (50, 100)]
+    else:
+        notes = [Note(p, pitch, v) for p in programs() for pitch in playable(p) for v in VELOCITIES]
+    if not notes:
+        raise UserError(f"--min_pitch {min_pitch}: no note of --size {size} is that high; nothing to render")
+    return notes
 
 
 def split_instruments(program_ids: list[int], seed: int) -> dict[int, str]:

@@ -139,6 +139,8 @@ def test_pitch_floor(tmp_path, capsys):
         n.note_str for n in gm.plan_notes("full", min_pitch=0) if n.pitch >= 44}
     with pytest.raises(UserError, match="--min_pitch 200: must be a MIDI pitch"):
         gm.plan_notes("small", min_pitch=200)
+    with pytest.raises(UserError, match="--min_pitch 100: no note of --size tiny is that high"):
+        gm.plan_notes("tiny", min_pitch=100)
     with pytest.raises(SystemExit) as exc:
         gm.main(["--out", str(tmp_path), "--min_pitch", "-3"])
     assert exc.value.code != 0
