@@ -8,8 +8,9 @@ tinysoundfont: one note per file, 3 s held + 1 s release = 4 s at 16 kHz mono, 1
     OUT/nsynth-gm-{train,valid,test}/audio/<note_str>.wav
 
 Each instrument plays its NSynth family's pitch range from MIDI 44 up (`--min_pitch`; lower notes'
-partials are closer than the default mel preset's bins). Splits are by instrument (as NSynth does). Renders that are silent or clipped are dropped and
-counted. A rerun skips WAVs that are already complete; examples.json is written last.
+partials are closer than the default mel preset's bins). Splits are by instrument (as NSynth
+does). Renders that are silent or clipped are dropped and counted. A rerun skips WAVs that are
+already complete; examples.json is written last.
 
 `--soundfont PATH` renders the same note plan from any other General MIDI SoundFont (for
 zero-shot evaluation on instruments a model never heard). `OUT/nsynth_gm.json` records which
@@ -446,7 +447,7 @@ def build(
         (out / f"nsynth-gm-{split}" / "audio").mkdir(parents=True, exist_ok=True)
     # Before any WAV: an interrupted render still says which SoundFont its WAVs came from.
     write_json(out / SIDECAR, {"soundfont": sf_info, "size": size, "seed": seed, "gain_db": gain_db,
-                                  "min_pitch": min_pitch})
+                               "min_pitch": min_pitch})
 
     examples: dict[str, dict] = {s: {} for s in SPLITS}
     rejected: dict[str, int] = {}

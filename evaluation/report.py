@@ -283,6 +283,7 @@ SHALLOW_DEPTH = 0.35
 
 def spectrogram_section(rep: Report, runs: list[Run], real: list[tuple[str, np.ndarray]], n: int) -> None:
     from datasets.curation import partial_depth
+    from datasets.nsynth_gm import LOWEST_PITCH
     from evaluation.generation import mel_grid_png
 
     parts = []
@@ -305,9 +306,9 @@ def spectrogram_section(rep: Report, runs: list[Run], real: list[tuple[str, np.n
         listed = "; ".join(f"{lab} " + ", ".join(f"{d:.2f}" for d in row) for lab, row in zip(labels, depths))
         caption = (f"<p>Partial depth of each (nats, how far the held partials stand above the gaps between "
                    f"them): {escape(listed)}. Under {SHALLOW_DEPTH} a sound shows no gaps between its "
-                   f"partials and looks like a wash: mostly notes below MIDI 44, whose partials are closer "
-                   f"than the mel bins (the embedded set renders from 44 up, so 2% of its training "
-                   f"notes are that shallow; 10% with the whole range).</p>")
+                   f"partials and looks like a wash: mostly notes below MIDI {LOWEST_PITCH}, whose partials "
+                   f"are closer than the mel bins (the embedded set renders from {LOWEST_PITCH} up, so 2% of "
+                   f"its training notes are that shallow; 10% with the whole range).</p>")
         how = sampling_words(r)
         parts.append(f"<h3>{escape(r.label)}</h3>" + (f"<p>{escape(how)}</p>" if how else "")
                      + rep.img(f"assets/{png.name}", f"real vs generated, {r.label}") + caption)
