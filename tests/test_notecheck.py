@@ -145,6 +145,22 @@ def test_curation_depth_is_the_note_checks_and_low_notes_are_shallower(real):
         curation.partial_depth(np.zeros(80))
 
 
+def test_embedded_pitch_floor_is_where_partials_part():
+    """Why the embedded set starts at MIDI 44 (datasets.nsynth_gm.LOWEST_PITCH): a harmonic note's
+    partials there stand well clear of the gaps between them in the universal preset's mel (depth
+    over 0.55 nats), while at the bass family's bottom (MIDI 28, 41 Hz) they blur into a wash
+    (under the report's 0.35 line)."""
+    from datasets.nsynth_gm import LOWEST_PITCH
+    from melcore.mel_config import MelConfig
+
+    def depth(midi: int) -> float:
+        return curation.partial_depth(_harmonic_note(440 * 2 ** ((midi - 69) / 12), MelConfig()))
+
+    assert depth(LOWEST_PITCH) > 0.55
+    assert depth(28) < 0.35
+    assert depth(LOWEST_PITCH) > 1.3 * depth(LOWEST_PITCH - 4)
+
+
 def test_shapes_and_summary():
     assert np.isnan(notecheck.note_share([]))
     with pytest.raises(ValueError):

@@ -147,30 +147,6 @@ def test_pitch_floor(tmp_path, capsys):
     assert "--min_pitch -3" in capsys.readouterr().err
 
 
-def test_pitch_floor_is_where_partials_part():
-    """Why the floor is 44: a harmonic tone's partials there stand well clear of the gaps between
-    them in the universal preset's mel (depth over 0.55 nats), while at the bass family's bottom
-    (MIDI 28, 41 Hz) they blur into a wash (under the report's 0.35 line)."""
-    import torch
-
-    from datasets.curation import partial_depth
-    from hifigan.meldataset import mel_spectrogram
-    from melcore.mel_config import MelConfig
-
-    cfg = MelConfig()
-    t = np.arange(2 * cfg.sampling_rate) / cfg.sampling_rate
-
-    def depth(midi: int) -> float:
-        f0 = 440 * 2 ** ((midi - 69) / 12)
-        y = 0.1 * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 40) if f0 * k < 8000)
-        mel = mel_spectrogram(torch.tensor(y, dtype=torch.float32)[None], **cfg.mel_kwargs())[0]
-        return partial_depth(mel.numpy())
-
-    assert depth(gm.LOWEST_PITCH) > 0.55
-    assert depth(28) < 0.35
-    assert depth(gm.LOWEST_PITCH) > 1.3 * depth(gm.LOWEST_PITCH - 4)
-
-
 def sf_copy(tmp_path, name, tail=b""):
     """A copy of the bundled SoundFont under another name, with `tail` appended (a different
     sha256 that tinysoundfont still loads)."""
